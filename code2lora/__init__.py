@@ -1,0 +1,1 @@
+"""code2lora: the console entry point that ties the service, hypernet and training layers together."""

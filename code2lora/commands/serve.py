@@ -1,0 +1,47 @@
+"""`code2lora serve` and `code2lora worker`: the API process and the RQ job worker."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+
+def serve(
+    host: str = typer.Option(None, help="Bind address (default: CODE2LORA_HOST, 127.0.0.1)."),
+    port: int = typer.Option(None, help="Port (default: CODE2LORA_PORT, 8000)."),
+    log_level: str = typer.Option("info", help="uvicorn log level."),
+) -> None:
+    """Run the API (migrations run on start)."""
+    import uvicorn
+
+    from service.api.app import create_app
+    from service.settings import get_settings
+
+    settings = get_settings()
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
+
+
+def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.")) -> None:
+    """Run an RQ worker for ingest/regenerate jobs (needs CODE2LORA_REDIS_URL)."""
+    import redis
+    import rq
+
+    from service.jobs.queue import RQ_QUEUE_NAME
+    from service.settings import get_settings
+
+    settings = get_settings()
+    if not settings.redis_url:
+        typer.echo("code2lora worker needs CODE2LORA_REDIS_URL (the embedded default runs jobs in the API).", err=True)
+        raise typer.Exit(2)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    conn = redis.Redis.from_url(settings.redis_url)
+    # SimpleWorker runs jobs in this process, so the hypernetwork is loaded once, not per job.
+    rq.SimpleWorker([rq.Queue(RQ_QUEUE_NAME, connection=conn)], connection=conn).work(burst=burst)
+
+
+def register(app: typer.Typer) -> None:
+    """Add `serve` and `worker`."""
+    app.command()(serve)
+    app.command()(worker)

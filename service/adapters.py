@@ -1,0 +1,143 @@
+"""From a checkout to a stored adapter version: extract, reuse or generate, store, activate."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+import tarfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from sqlalchemy import func, select
+
+from service.db.models import AdapterVersion, ContextSnapshot, Repository
+from service.jobs.runner import JobError
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+    from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def load_generator(settings: "Settings") -> Any:
+    """Load the hypernetwork generator once: the configured checkpoint and base model (bundled defaults)."""
+    from hypernet.pipeline import AdapterGenerator
+
+    return AdapterGenerator.load(
+        checkpoint=settings.hypernet_checkpoint,
+        base_model=settings.base_model_path,
+        model_cache=settings.model_cache,
+    )
+
+
+def pack_adapter(folder: Path) -> bytes:
+    """An adapter folder as one uncompressed tar blob (what the cache stores)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for f in sorted(Path(folder).iterdir()):
+            tar.add(f, arcname=f.name)
+    return buf.getvalue()
+
+
+def unpack_adapter(data: bytes, dest: Path) -> Path:
+    """Restore a cached adapter into `dest` (temp + rename; refuses member paths that escape)."""
+    tmp = dest.parent / f".tmp-{dest.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+        tar.extractall(tmp, filter="data")
+    if dest.exists():
+        shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+    tmp.rename(dest)
+    return dest
+
+
+def adapter_path(state: "ServiceState", version: AdapterVersion) -> Path:
+    """The artifact folder of a version, restored from the cache if the folder is gone."""
+    path = Path(version.artifact_path)
+    if (path / "adapter_config.json").exists():
+        return path
+    data = state.cache.get(version.artifact_sha256)
+    if data is None:
+        raise FileNotFoundError(f"adapter artifact {version.artifact_sha256[:12]} is missing")
+    return unpack_adapter(data, path)
+
+
+def build_adapter_version(
+    state: "ServiceState", repo_id: int, checkout: Path, commit_sha: str, report: Callable[[float, str], None]
+) -> AdapterVersion:
+    """Extract the checkout's context, generate (or reuse) the adapter and record a new active version."""
+    from hypernet.context import extract_repo
+
+    settings = state.settings
+    report(0.35, "extracting repository context")
+    ctx = extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
+    stats = ctx.summary() if hasattr(ctx, "summary") else dict(ctx.stats)
+    with state.sessions.begin() as s:
+        if s.get(Repository, repo_id) is None:
+            raise JobError("repository was deleted while the job ran")
+        s.add(ContextSnapshot(repository_id=repo_id, commit_sha=commit_sha, context_digest=ctx.digest,
+                              stats=json.loads(json.dumps(stats, default=str))))
+        repo = s.get(Repository, repo_id)
+        repo.status = "generating"
+
+    report(0.5, "loading the hypernetwork")
+    generator = state.generator()
+    hypernet_version = generator.version_id
+
+    # Same context + same hypernetwork = same adapter: reuse any stored artifact, no recompute.
+    with state.sessions() as s:
+        existing = s.scalar(select(AdapterVersion).where(
+            AdapterVersion.context_digest == ctx.digest, AdapterVersion.hypernet_version == hypernet_version,
+            AdapterVersion.status == "ready").order_by(AdapterVersion.id.desc()).limit(1))
+    metrics: dict[str, Any] = {}
+    if existing is not None and (Path(existing.artifact_path) / "adapter_config.json").exists():
+        sha, path = existing.artifact_sha256, Path(existing.artifact_path)
+        metrics["reused_from"] = {"repository_id": existing.repository_id, "version": existing.version}
+        report(0.8, f"reusing adapter {sha[:12]} (same context and hypernetwork)")
+    else:
+        report(0.6, "generating the adapter")
+        artifact = generator.generate(ctx, Path(settings.artifact_dir))
+        sha, path = artifact.sha256, Path(artifact.path)
+        metrics["timings_ms"] = getattr(artifact, "timings_ms", {})
+    metrics["context"] = {k: stats[k] for k in ("files", "definitions") if k in stats}
+
+    with state.sessions.begin() as s:
+        repo = s.get(Repository, repo_id)
+        if repo is None:
+            raise JobError("repository was deleted while the job ran")
+        last = s.scalar(select(AdapterVersion).where(AdapterVersion.repository_id == repo_id)
+                        .order_by(AdapterVersion.version.desc()).limit(1))
+        if last is not None and last.context_digest == ctx.digest and last.hypernet_version == hypernet_version \
+                and last.artifact_sha256 == sha:
+            # Nothing changed for the model: keep the current version instead of adding a twin.
+            last.commit_sha = commit_sha
+            repo.status, repo.status_message = "ready", None
+            s.flush()
+            s.expunge(last)
+            return last
+        number = (s.scalar(select(func.max(AdapterVersion.version)).where(
+            AdapterVersion.repository_id == repo_id)) or 0) + 1
+        version = AdapterVersion(
+            repository_id=repo_id, version=number, commit_sha=commit_sha, hypernet_version=hypernet_version,
+            context_digest=ctx.digest, artifact_sha256=sha, artifact_path=str(path), status="ready",
+            metrics=json.loads(json.dumps(metrics, default=str)),
+        )
+        s.add(version)
+        if repo.pinned_version is None:
+            for v in repo.versions:
+                v.is_active = False
+            version.is_active = True
+            repo.active_version = number
+        repo.status, repo.status_message = "ready", None
+        s.flush()
+        s.expunge(version)
+        active = repo.active_version
+    state.cache.put(sha, pack_adapter(path))
+    state.cache.set_active(repo_id, active)
+    report(0.95, f"version {version.version} stored ({sha[:12]})")
+    return version

@@ -1,0 +1,47 @@
+"""/healthz (DB, Redis, engine, queue) and /metrics (Prometheus)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from service.api.deps import get_state
+from service.api.schemas import HealthOut
+from service.state import ServiceState
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
+def healthz(response: Response, state: ServiceState = Depends(get_state)) -> HealthOut:
+    """Liveness and dependencies; 503 when the database is unreachable."""
+    try:
+        with state.db_engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        db = {"ok": True, "dialect": state.db_engine.dialect.name}
+    except Exception as exc:  # noqa: BLE001 - report, don't crash the probe
+        db = {"ok": False, "dialect": state.db_engine.dialect.name, "error": str(exc)}
+    cache = state.cache.health()
+    if state.serving_engine is not None:
+        try:
+            engine = {"kind": state.settings.engine, **state.serving_engine.health()}
+        except Exception as exc:  # noqa: BLE001
+            engine = {"kind": state.settings.engine, "ok": False, "error": str(exc)}
+    else:
+        engine = {"kind": state.settings.engine, "ok": True, "loaded": False}
+    try:
+        queue = {"kind": state.settings.queue, "ok": True, "depth": state.queue.depth()}
+    except Exception as exc:  # noqa: BLE001
+        queue = {"kind": state.settings.queue, "ok": False, "error": str(exc)}
+    overall = "ok" if db["ok"] and cache.get("ok") and engine.get("ok", True) and queue["ok"] else "degraded"
+    if not db["ok"]:
+        overall = "down"
+        response.status_code = 503
+    return HealthOut(status=overall, database=db, redis=cache, engine=engine, queue=queue)
+
+
+@router.get("/metrics", include_in_schema=False)
+def metrics() -> Response:
+    """Prometheus text format."""
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,21 @@
+"""/jobs: status and progress of background work."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, HTTPException, status
+from sqlalchemy.orm import Session
+
+from service.api.deps import get_session
+from service.api.schemas import JobOut
+from service.db.models import Job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+@router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown job"}})
+def get_job(job_id: str, session: Session = Depends(get_session)) -> JobOut:
+    """A job's status, progress (0..1), message and error."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"job {job_id!r} not found")
+    return JobOut.model_validate(job)

@@ -1,0 +1,80 @@
+"""Request and response models of the REST API (the OpenAI protocol lives in service/api/openai)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class RepoCreate(BaseModel):
+    """Register a repository: https/ssh URL (or a local path when the service allows it)."""
+
+    url: str = Field(..., min_length=1, max_length=2000, examples=["https://github.com/psf/requests.git"])
+    branch: str | None = Field(None, max_length=255, pattern=r"^[A-Za-z0-9._/-]+$")
+    name: str | None = Field(None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._-]+$")
+    mode: Literal["static", "evolving"] = "static"
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    kind: str
+    repository_id: int | None
+    status: str
+    progress: float
+    message: str | None
+    error: str | None
+    attempts: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class RepoOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    url: str
+    branch: str | None
+    status: str
+    status_message: str | None
+    last_commit: str | None
+    active_version: int | None
+    pinned_version: int | None
+    mode: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    latest_job: JobOut | None = None
+
+
+class RepoCreated(BaseModel):
+    repository: RepoOut
+    job: JobOut
+    webhook_secret: str = Field(..., description="Shown once: sign webhooks with it.")
+
+
+class VersionOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    version: int
+    commit_sha: str
+    hypernet_version: str
+    context_digest: str
+    artifact_sha256: str
+    status: str
+    metrics: dict[str, Any]
+    is_active: bool
+    is_pinned: bool
+    created_at: dt.datetime
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "down"]
+    database: dict[str, Any]
+    redis: dict[str, Any]
+    engine: dict[str, Any]
+    queue: dict[str, Any]

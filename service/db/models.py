@@ -1,0 +1,106 @@
+"""SQLAlchemy 2 models: repositories, context snapshots, adapter versions and jobs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    """Timezone-aware now, stored the same way on SQLite and PostgreSQL."""
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def new_id() -> str:
+    """Random hex id for jobs."""
+    return uuid.uuid4().hex
+
+
+class Base(DeclarativeBase):
+    """Declarative base with a JSON type that works on SQLite and PostgreSQL."""
+
+    type_annotation_map = {dict[str, Any]: JSON}
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("url", "branch", name="uq_repositories_url_branch"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True, index=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    # "" means the remote's default branch; NULL would defeat the url+branch unique constraint.
+    branch: Mapped[str] = mapped_column(String(255), default="")
+    # queued -> cloning -> extracting -> generating -> ready | failed
+    status: Mapped[str] = mapped_column(String(32), default="queued")
+    status_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_commit: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    active_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pinned_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    mode: Mapped[str] = mapped_column(String(16), default="static")
+    webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+    versions: Mapped[list["AdapterVersion"]] = relationship(
+        back_populates="repository", cascade="all, delete-orphan", order_by="AdapterVersion.version"
+    )
+    snapshots: Mapped[list["ContextSnapshot"]] = relationship(back_populates="repository", cascade="all, delete-orphan")
+
+
+class ContextSnapshot(Base):
+    __tablename__ = "context_snapshots"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"), index=True)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    context_digest: Mapped[str] = mapped_column(String(64), index=True)
+    stats: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    repository: Mapped[Repository] = relationship(back_populates="snapshots")
+
+
+class AdapterVersion(Base):
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("repository_id", "version", name="uq_adapter_versions_repo_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repositories.id", ondelete="CASCADE"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    commit_sha: Mapped[str] = mapped_column(String(64))
+    hypernet_version: Mapped[str] = mapped_column(String(80))
+    context_digest: Mapped[str] = mapped_column(String(64), index=True)
+    artifact_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    artifact_path: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(32), default="ready")
+    metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=False)
+    is_pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    repository: Mapped[Repository] = relationship(back_populates="versions")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(32))
+    repository_id: Mapped[int | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    # queued -> running -> succeeded | failed
+    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    params: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

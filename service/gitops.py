@@ -1,0 +1,132 @@
+"""Safe cloning with gitpython: allowed transports only, a timeout and a size limit."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import git
+
+# scp-like ssh syntax: user@host:path (no scheme, no "::" helper syntax).
+_SCP_RE = re.compile(r"^[A-Za-z0-9._-]+@[A-Za-z0-9.-]+:(?!/?/)[^\s]+$")
+
+
+class RepoURLError(ValueError):
+    """The repository URL is malformed or uses a transport we refuse."""
+
+
+class CloneError(RuntimeError):
+    """Cloning failed (unreachable, missing branch, timeout, too large)."""
+
+
+@dataclass(frozen=True)
+class NormalizedURL:
+    """A checked repository location: `url` is what git receives, `kind` is https/ssh/file."""
+
+    url: str
+    kind: str
+
+
+def normalize_repo_url(raw: str, *, allow_local: bool) -> NormalizedURL:
+    """Check a user-given repository URL and return what git should clone; raise RepoURLError."""
+    url = raw.strip()
+    if not url:
+        raise RepoURLError("url is empty")
+    if any(c in url for c in "\n\r\t\0") or " " in url:
+        raise RepoURLError("url contains whitespace or control characters")
+    if url.startswith("-"):
+        raise RepoURLError("url must not start with '-' (option injection)")
+    if "::" in url.split("/", 1)[0] or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):
+        raise RepoURLError("git remote helpers (such as ext:: or fd::) are not allowed")
+    if _SCP_RE.match(url):
+        return NormalizedURL(url, "ssh")
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme == "https":
+        if not parsed.hostname:
+            raise RepoURLError("https url has no host")
+        if parsed.username or parsed.password:
+            raise RepoURLError("credentials in the url are not accepted")
+        if not parsed.path or parsed.path == "/":
+            raise RepoURLError("https url has no repository path")
+        return NormalizedURL(url, "https")
+    if scheme == "ssh":
+        if not parsed.hostname:
+            raise RepoURLError("ssh url has no host")
+        return NormalizedURL(url, "ssh")
+    if scheme == "file" or (scheme == "" and (url.startswith("/") or url.startswith("."))):
+        if not allow_local:
+            raise RepoURLError("local paths and file:// urls are disabled (set CODE2LORA_ALLOW_LOCAL_REPOS=true)")
+        path = Path(parsed.path if scheme == "file" else url).expanduser().resolve()
+        return NormalizedURL(path.as_uri(), "file")
+    if scheme in ("http", "git", "ftp", "ftps", "rsync"):
+        raise RepoURLError(f"transport '{scheme}' is not allowed; use https, ssh or file")
+    raise RepoURLError("url must be an https://, ssh:// or git@host:path url" + (" or a local path" if allow_local else ""))
+
+
+def repo_name_from_url(url: str) -> str:
+    """A readable default name: the last path component without `.git`."""
+    tail = url.rstrip("/").replace(":", "/").rsplit("/", 1)[-1]
+    name = tail[:-4] if tail.endswith(".git") else tail
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "repo"
+    return name[:100]
+
+
+def _git_env(kind: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GIT_TERMINAL_PROMPT="0",
+        # Only the transports we accept; file only for a file url. Blocks ext::/fd:: at git's level too.
+        GIT_ALLOW_PROTOCOL="https:ssh" + (":file" if kind == "file" else ""),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_SSH_COMMAND="ssh -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
+    )
+    return env
+
+
+def dir_size(path: Path) -> int:
+    """Bytes on disk under `path`, without following symlinks."""
+    total = 0
+    for root, _dirs, files in os.walk(path, followlinks=False):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(root, f)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def clone(url: NormalizedURL, dest: Path, *, branch: str | None, timeout_s: float, max_bytes: int) -> str:
+    """Shallow-clone `url` into `dest` (atomically: temp dir + rename) and return the HEAD commit SHA."""
+    dest = Path(dest)
+    tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    args = ["git", "clone", "--depth", "1", "--single-branch", "--no-tags", "-c", "protocol.ext.allow=never"]
+    if branch:
+        args += ["--branch", branch]
+    args += ["--", url.url, str(tmp)]
+    try:
+        git.Git().execute(args, env=_git_env(url.kind), kill_after_timeout=timeout_s, with_extended_output=False)
+    except git.GitCommandError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        detail = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\" \n")
+        if exc.status in (-9, 9, -15) or "Timeout" in str(exc) or "timeout" in detail.lower():
+            raise CloneError(f"clone timed out after {timeout_s:g} s") from exc
+        raise CloneError(f"git clone failed: {detail or exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - gitpython raises several types; report them all the same way
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CloneError(f"git clone failed: {exc}") from exc
+    size = dir_size(tmp)
+    if size > max_bytes:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CloneError(f"repository is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit")
+    sha = git.Repo(tmp).head.commit.hexsha
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return sha

@@ -1,0 +1,98 @@
+"""Job queues: an in-process thread pool (embedded default) or RQ on Redis (`code2lora worker`)."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Protocol
+
+from sqlalchemy import select
+
+from service.db.models import Job
+
+if TYPE_CHECKING:
+    from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+RQ_QUEUE_NAME = "code2lora"
+
+
+class JobQueue(Protocol):
+    """Where job ids go to be run by `service.jobs.runner.run_job`."""
+
+    def enqueue(self, job_id: str) -> None: ...
+    def depth(self) -> int: ...
+    def shutdown(self) -> None: ...
+
+
+class InProcessQueue:
+    """Runs jobs on a small thread pool inside the API process."""
+
+    def __init__(self, state: "ServiceState", workers: int = 1) -> None:
+        self._state = state
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code2lora-job")
+        self._pending = 0
+
+    def enqueue(self, job_id: str) -> None:
+        from service.jobs.runner import run_job
+
+        self._pending += 1
+
+        def _run() -> None:
+            try:
+                run_job(self._state, job_id)
+            finally:
+                self._pending -= 1
+
+        self._pool.submit(_run)
+
+    def depth(self) -> int:
+        return self._pending
+
+    def resume_unfinished(self) -> int:
+        """Re-queue jobs left queued or running by a previous process (nothing acknowledged is lost)."""
+        with self._state.sessions() as s:
+            ids = list(s.scalars(select(Job.id).where(Job.status.in_(("queued", "running"))).order_by(Job.created_at)))
+        for job_id in ids:
+            self.enqueue(job_id)
+        return len(ids)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+
+class RQQueue:
+    """Jobs on Redis through RQ; `code2lora worker` runs them."""
+
+    def __init__(self, redis_url: str, job_timeout_s: int) -> None:
+        import redis
+        import rq
+
+        self._conn = redis.Redis.from_url(redis_url)
+        self._queue = rq.Queue(RQ_QUEUE_NAME, connection=self._conn)
+        self._timeout = job_timeout_s
+
+    def enqueue(self, job_id: str) -> None:
+        self._queue.enqueue("service.jobs.runner.run_job_in_worker", job_id, job_id=f"c2l-{job_id}",
+                            job_timeout=self._timeout, result_ttl=3600, failure_ttl=7 * 86400)
+
+    def depth(self) -> int:
+        return len(self._queue)
+
+    def shutdown(self) -> None:
+        self._conn.close()
+
+
+def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
+    """The queue the settings ask for; the in-process one resumes unfinished jobs on start."""
+    s = state.settings
+    if s.queue == "rq":
+        if not s.redis_url:
+            raise ValueError("CODE2LORA_QUEUE=rq needs CODE2LORA_REDIS_URL")
+        return RQQueue(s.redis_url, job_timeout_s=int(s.job_lock_ttl_s))
+    queue = InProcessQueue(state)
+    if start:
+        n = queue.resume_unfinished()
+        if n:
+            log.info("re-queued %d unfinished jobs", n)
+    return queue

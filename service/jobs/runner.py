@@ -1,0 +1,91 @@
+"""Runs one job by id: marks it running, dispatches by kind, records success or a readable failure."""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from typing import TYPE_CHECKING, Callable
+
+from service.db.models import Job, Repository, utcnow
+from service.metrics import JOB_DURATION, JOBS_RUNNING
+
+if TYPE_CHECKING:
+    from service.state import ServiceState
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[float, str], None]
+
+
+class JobError(RuntimeError):
+    """A failure whose message is shown to the user as is."""
+
+
+def _reporter(state: "ServiceState", job_id: str) -> Reporter:
+    def report(progress: float, message: str) -> None:
+        with state.sessions.begin() as s:
+            job = s.get(Job, job_id)
+            if job is not None:
+                job.progress = max(0.0, min(1.0, progress))
+                job.message = message
+        log.info("job %s: %.0f%% %s", job_id, progress * 100, message)
+
+    return report
+
+
+def run_job(state: "ServiceState", job_id: str) -> str:
+    """Run the job `job_id` to completion and return its final status."""
+    from service.jobs.ingest import run_ingest
+
+    handlers: dict[str, Callable[["ServiceState", Job, Reporter], str]] = {
+        "ingest": run_ingest,
+        "regenerate": run_ingest,
+    }
+    with state.sessions.begin() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status in ("succeeded", "failed"):
+            return job.status if job else "missing"
+        job.status, job.started_at, job.error = "running", utcnow(), None
+        job.attempts += 1
+        s.expunge(job)
+    t0 = time.perf_counter()
+    JOBS_RUNNING.inc()
+    status, error, message = "succeeded", None, None
+    try:
+        message = handlers[job.kind](state, job, _reporter(state, job_id))
+    except JobError as exc:
+        status, error = "failed", str(exc)
+    except Exception as exc:  # noqa: BLE001 - a job must end with a readable error, whatever broke
+        status, error = "failed", f"{type(exc).__name__}: {exc}"
+        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+    finally:
+        JOBS_RUNNING.dec()
+    with state.sessions.begin() as s:
+        job_row = s.get(Job, job_id)
+        if job_row is not None:
+            job_row.status, job_row.error, job_row.finished_at = status, error, utcnow()
+            if status == "succeeded":
+                job_row.progress, job_row.message = 1.0, message or "done"
+            if status == "failed" and job_row.repository_id is not None:
+                repo = s.get(Repository, job_row.repository_id)
+                if repo is not None:
+                    # A failed regenerate keeps serving the last good version.
+                    repo.status = "ready" if repo.active_version is not None else "failed"
+                    repo.status_message = error
+    JOB_DURATION.labels(job.kind, status).observe(time.perf_counter() - t0)
+    return status
+
+
+def run_job_in_worker(job_id: str) -> str:
+    """RQ entry point: build (once per worker process) the state from settings and run the job."""
+    global _WORKER_STATE
+    if _WORKER_STATE is None:
+        from service.settings import get_settings
+        from service.state import build_state
+
+        _WORKER_STATE = build_state(get_settings(), start_queue=False)
+    return run_job(_WORKER_STATE, job_id)
+
+
+_WORKER_STATE: "ServiceState | None" = None

@@ -1,0 +1,110 @@
+"""Repository registry operations, shared by the REST API, the dashboard and the CLI."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service.db.models import AdapterVersion, Job, Repository
+from service.gitops import normalize_repo_url, repo_name_from_url
+from service.state import ServiceState
+
+
+class Conflict(Exception):
+    """The request clashes with existing state (HTTP 409)."""
+
+
+class NotFound(Exception):
+    """No such object (HTTP 404)."""
+
+
+def find_repo(session: Session, ref: str | int) -> Repository | None:
+    """A repository by numeric id or by name."""
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        repo = session.get(Repository, int(ref))
+        if repo is not None:
+            return repo
+    return session.scalar(select(Repository).where(Repository.name == str(ref)))
+
+
+def latest_job(session: Session, repo_id: int) -> Job | None:
+    """The most recent job of a repository."""
+    return session.scalar(
+        select(Job).where(Job.repository_id == repo_id).order_by(Job.created_at.desc(), Job.id.desc()).limit(1)
+    )
+
+
+def _unique_name(session: Session, base: str) -> str:
+    name, n = base, 1
+    while session.scalar(select(func.count()).select_from(Repository).where(Repository.name == name)):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def register_repo(
+    state: ServiceState, session: Session, url: str, branch: str | None, name: str | None, mode: str
+) -> tuple[Repository, Job, str]:
+    """Create the repository and its ingest job, enqueue it; raises RepoURLError or Conflict."""
+    normalized = normalize_repo_url(url, allow_local=state.settings.allow_local_repos)
+    stored_url = normalized.url
+    if session.scalar(select(Repository).where(Repository.url == stored_url, Repository.branch == (branch or ""))):
+        raise Conflict(f"repository {stored_url} (branch {branch or 'default'}) is already registered")
+    if name is not None and session.scalar(select(Repository).where(Repository.name == name)):
+        raise Conflict(f"a repository named {name!r} already exists")
+    secret = secrets.token_hex(24)
+    repo = Repository(
+        name=name or _unique_name(session, repo_name_from_url(stored_url)),
+        url=stored_url,
+        branch=branch or "",
+        mode=mode,
+        status="queued",
+        webhook_secret=secret,
+    )
+    session.add(repo)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # a concurrent registration won the race
+        session.rollback()
+        raise Conflict("repository already registered") from exc
+    job = Job(kind="ingest", repository_id=repo.id, status="queued", message="waiting for a worker")
+    session.add(job)
+    session.commit()
+    state.queue.enqueue(job.id)
+    return repo, job, secret
+
+
+def enqueue_job(state: ServiceState, session: Session, repo: Repository, kind: str, **params: object) -> Job:
+    """Queue a job for `repo` and commit."""
+    job = Job(kind=kind, repository_id=repo.id, status="queued", message="waiting for a worker", params=dict(params))
+    session.add(job)
+    session.commit()
+    state.queue.enqueue(job.id)
+    return job
+
+
+def delete_repo(state: ServiceState, session: Session, repo: Repository) -> None:
+    """Delete a repository, its versions, its workspace, and artifacts no other version uses."""
+    shas = {v.artifact_sha256: v.artifact_path for v in repo.versions}
+    repo_id = repo.id
+    session.delete(repo)
+    session.commit()
+    for sha, path in shas.items():
+        # Artifacts are content-addressed: another repository may share the same bytes.
+        still_used = session.scalar(select(func.count()).select_from(AdapterVersion).where(
+            AdapterVersion.artifact_sha256 == sha))
+        if not still_used:
+            state.cache.delete(sha)
+            shutil.rmtree(path, ignore_errors=True)
+        if state.serving_engine is not None:
+            try:
+                state.serving_engine.unload_repo(repo_id)
+            except Exception:  # noqa: BLE001 - the engine evicts by LRU anyway
+                pass
+    state.cache.set_active(repo_id, None)
+    shutil.rmtree(Path(state.settings.workspace_dir) / str(repo_id), ignore_errors=True)

@@ -1,0 +1,66 @@
+"""One settings object for the whole service (env vars `CODE2LORA_*`, `.env` supported)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field can be set with `CODE2LORA_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="CODE2LORA_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(Path(".code2lora"), description="Root for the SQLite file, workspaces and artifacts.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file under data_dir.")
+    redis_url: str | None = Field(None, description="Redis URL; default: none (in-process cache and jobs).")
+    artifact_dir: Path | None = Field(None, description="Adapter artifact folder; default: data_dir/artifacts.")
+    workspace_dir: Path | None = Field(None, description="Clone workspace; default: data_dir/workspaces.")
+    model_cache: Path = Field(Path.home() / ".cache" / "code2lora" / "models", description="Prepared base models.")
+    base_model_path: Path | None = Field(None, description="HF causal-LM folder; default: the prepared bundled model.")
+    hypernet_checkpoint: Path | None = Field(None, description="Hypernetwork checkpoint; default: the shipped one.")
+
+    engine: Literal["local", "vllm", "none"] = "local"
+    vllm_url: str = "http://127.0.0.1:8001"
+    engine_slots: int = Field(8, ge=1, description="Adapters held by the engine at once (LRU).")
+
+    queue: Literal["inprocess", "rq"] = Field("inprocess", description="Job queue; rq needs redis_url.")
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+    allow_local_repos: bool = Field(False, description="Accept local paths and file:// URLs in POST /repos.")
+    clone_timeout_s: float = Field(300.0, gt=0)
+    max_repo_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Checkout size limit.")
+    max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped by extraction.")
+    job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry (survives worker crashes).")
+
+    cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
+    cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")
+
+    api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")
+
+    @model_validator(mode="after")
+    def _fill_paths(self) -> "Settings":
+        self.data_dir = self.data_dir.expanduser().resolve()
+        if self.artifact_dir is None:
+            self.artifact_dir = self.data_dir / "artifacts"
+        if self.workspace_dir is None:
+            self.workspace_dir = self.data_dir / "workspaces"
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.data_dir / 'code2lora.db'}"
+        return self
+
+    def ensure_dirs(self) -> None:
+        """Create the data, artifact and workspace folders."""
+        for d in (self.data_dir, self.artifact_dir, self.workspace_dir):
+            Path(d).mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings` and pass it to `create_app`)."""
+    return Settings()

@@ -1,0 +1,189 @@
+"""Shared fixtures: service settings on SQLite or real PostgreSQL/Redis, git repos made in tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+PG_URL = os.environ.get("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or default_port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def pg_available() -> bool:
+    return _reachable(PG_URL, 5432)
+
+
+def redis_available() -> bool:
+    return _reachable(REDIS_URL, 6379)
+
+
+def reset_postgres(url: str) -> None:
+    """Give a test an empty schema on the shared test database."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+def reset_redis(url: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(url)
+    r.flushdb()
+    r.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres+redis"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every service test runs on the embedded defaults and on real PostgreSQL + Redis."""
+    if request.param == "postgres+redis":
+        if not (pg_available() and redis_available()):
+            if os.environ.get("CODE2LORA_REQUIRE_SERVICES"):
+                pytest.fail("PostgreSQL/Redis required (CODE2LORA_REQUIRE_SERVICES) but not reachable")
+            pytest.skip("PostgreSQL or Redis not reachable")
+        reset_postgres(PG_URL)
+        reset_redis(REDIS_URL)
+    return request.param
+
+
+@pytest.fixture
+def make_settings(tmp_path: Path, backend: str):  # type: ignore[no-untyped-def]
+    """Settings factory for the current backend; extra kwargs override fields."""
+    from service.settings import Settings
+
+    def _make(**overrides: object) -> Settings:
+        fields: dict[str, object] = dict(data_dir=tmp_path / "data", allow_local_repos=True, engine="none",
+                                         clone_timeout_s=60)
+        if backend == "postgres+redis":
+            fields.update(database_url=PG_URL, redis_url=REDIS_URL)
+        fields.update(overrides)
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+    return _make
+
+
+def make_git_repo(root: Path, files: dict[str, str], message: str = "initial") -> str:
+    """Create a git repository at `root` with `files` committed; return the commit SHA."""
+    import git
+
+    root.mkdir(parents=True, exist_ok=True)
+    repo = git.Repo.init(root, initial_branch="main")
+    with repo.config_writer() as cw:
+        cw.set_value("user", "name", "Test")
+        cw.set_value("user", "email", "test@example.com")
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    repo.git.add(A=True)
+    return repo.index.commit(message).hexsha
+
+
+SAMPLE_FILES = {
+    "shapes/__init__.py": "from .geometry import area_of_circle, Rectangle\n",
+    "shapes/geometry.py": (
+        "import math\n\nPI2 = math.pi * 2\n\n\n"
+        "def area_of_circle(radius: float) -> float:\n    \"\"\"Area of a circle.\"\"\"\n    return math.pi * radius ** 2\n\n\n"
+        "class Rectangle:\n    \"\"\"An axis-aligned rectangle.\"\"\"\n\n"
+        "    def __init__(self, width: float, height: float) -> None:\n        self.width = width\n        self.height = height\n\n"
+        "    def area(self) -> float:\n        return self.width * self.height\n"
+    ),
+    "tests/test_geometry.py": (
+        "from shapes.geometry import Rectangle, area_of_circle\n\n\n"
+        "def test_rectangle():\n    assert Rectangle(2, 3).area() == 6\n"
+    ),
+}
+
+
+@pytest.fixture
+def sample_repo(tmp_path: Path) -> Path:
+    """A small Python repository committed on branch main."""
+    path = tmp_path / "sample"
+    make_git_repo(path, SAMPLE_FILES)
+    return path
+
+
+def wait_job(client, job_id: str, timeout: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
+    """Poll GET /jobs/{id} until the job ends; return its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.1)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s: {job}")
+
+
+@pytest.fixture
+def client_for(make_settings):  # type: ignore[no-untyped-def]
+    """Start the app with given setting overrides; yields a TestClient (lifespan runs)."""
+    from fastapi.testclient import TestClient
+
+    from service.api.app import create_app
+
+    clients: list[TestClient] = []
+
+    def _start(**overrides: object) -> TestClient:
+        c = TestClient(create_app(make_settings(**overrides)))
+        c.__enter__()
+        clients.append(c)
+        return c
+
+    yield _start
+    for c in clients:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(client_for):  # type: ignore[no-untyped-def]
+    return client_for()
+
+
+@pytest.fixture
+def hanging_server() -> Iterator[str]:
+    """An https URL on loopback whose server accepts connections and never answers (clone timeout)."""
+    import threading
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    conns: list[socket.socket] = []
+    stop = threading.Event()
+
+    def _accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conns.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    t = threading.Thread(target=_accept, daemon=True)
+    t.start()
+    yield f"https://127.0.0.1:{srv.getsockname()[1]}/owner/repo.git"
+    stop.set()
+    t.join(2)
+    for c in conns:
+        c.close()
+    srv.close()
