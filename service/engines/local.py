@@ -1,0 +1,138 @@
+"""The embedded engine: one transformers model, many PEFT adapters, one scheduler thread."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Sequence
+
+import torch
+
+from .base import (
+    BASE_ADAPTER, Choice, EngineHealth, EngineStats, GenerationRequest, GenerationResult, StreamDelta,
+)
+from .errors import EngineError, InvalidGenerationRequest
+from .scheduler import Job, Scheduler
+from .stats import StatsRecorder
+
+
+def load_model(model_path: str, dtype: torch.dtype = torch.float32, device: str = "cpu") -> tuple[Any, Any]:
+    """Load a causal LM folder and its tokenizer for the local engine."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    return model.eval(), tokenizer
+
+
+class LocalEngine:
+    """In-process multi-LoRA engine with continuous batching (see ``scheduler``)."""
+
+    name = "local"
+
+    def __init__(self, model: Any = None, tokenizer: Any = None, *, model_path: str | None = None,
+                 slots: int = 8, max_batch_size: int = 32, device: str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        if model is None:
+            if model_path is None:
+                raise ValueError("give a model and tokenizer, or model_path")
+            model, tokenizer = load_model(model_path, dtype, device)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.slots = slots
+        self._stats = StatsRecorder()
+        self._sched = Scheduler(self.model, tokenizer, slots, max_batch_size, self._stats, device)
+        self._started = False
+
+    async def start(self) -> None:
+        """Start the scheduler thread (idempotent)."""
+        if not self._started:
+            self._sched.start()
+            self._started = True
+
+    async def aclose(self) -> None:
+        """Stop the scheduler thread; queued requests fail with EngineClosed."""
+        await asyncio.to_thread(self._sched.stop)
+
+    async def ensure_loaded(self, adapter_id: str, path: str) -> None:
+        """Load an adapter now (it is also hot-loaded on first use by a request)."""
+        await self.start()
+        sched = self._sched
+        busy = lambda: {r.job.adapter_name for r in sched.rows}  # noqa: E731
+        await asyncio.wrap_future(sched.call(lambda: sched.adapters.load(adapter_id, str(path), busy())))
+
+    async def unload(self, adapter_id: str) -> None:
+        """Remove an adapter (deferred until its running rows finish)."""
+        await self.start()
+        sched = self._sched
+        busy = lambda: {r.job.adapter_name for r in sched.rows}  # noqa: E731
+        await asyncio.wrap_future(sched.call(lambda: sched.adapters.unload(adapter_id, busy())))
+
+    def _submit(self, request: GenerationRequest, stream: bool) -> tuple[Job, asyncio.Queue]:
+        if request.params.n < 1 or request.params.max_tokens < 1:
+            raise InvalidGenerationRequest("n and max_tokens must be >= 1")
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        job = Job(request=request, stream=stream,
+                  sink=lambda event: loop.call_soon_threadsafe(queue.put_nowait, event))
+        self._sched.submit(job)
+        return job, queue
+
+    async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+        await self.start()
+        job, queue = self._submit(request, stream=False)
+        choices: list[Choice] = []
+        prompt_tokens = 0
+        try:
+            while len(choices) < request.params.n:
+                event = await queue.get()
+                if isinstance(event, Exception):
+                    raise event
+                prompt_tokens = event.prompt_tokens or prompt_tokens
+                choices.append(Choice(index=event.index, text=event.text, token_ids=event.token_ids,
+                                      finish_reason=event.finish_reason or "stop", logprobs=event.logprobs))
+        finally:
+            job.cancelled = len(choices) < request.params.n  # caller went away: free the rows
+        choices.sort(key=lambda c: c.index)
+        return GenerationResult(request_id=request.request_id, choices=choices, prompt_tokens=prompt_tokens,
+                                completion_tokens=job.completion_tokens)
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Run requests concurrently (they share decode steps) and return results in order."""
+        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """Yield deltas as tokens arrive; closing the iterator cancels the request."""
+        await self.start()
+        job, queue = self._submit(request, stream=True)
+        finished = 0
+        try:
+            while finished < request.params.n:
+                event = await queue.get()
+                if isinstance(event, Exception):
+                    raise event
+                if event.finish_reason is not None:
+                    finished += 1
+                yield event
+        finally:
+            if finished < request.params.n:
+                job.cancelled = True
+
+    def loaded(self) -> list[str]:
+        """Loaded adapter ids, least recently used first."""
+        return self._sched.adapters.lru.ids()
+
+    async def health(self) -> EngineHealth:
+        """Healthy while the scheduler thread runs."""
+        alive = self._sched.thread.is_alive()
+        return EngineHealth(ok=alive or not self._started, detail="scheduler running" if alive else "not started")
+
+    def stats(self) -> EngineStats:
+        """Loaded adapters, slots, per-adapter request counts and latency percentiles."""
+        queued, running = self._sched.counts()
+        return EngineStats(engine=self.name, loaded=self.loaded(), slots=self.slots,
+                           requests_per_adapter=self._stats.snapshot_requests(),
+                           latency_ms=self._stats.percentiles(), queued=queued, running=running,
+                           tokens_generated=self._stats.tokens)
+
+
+__all__ = ["LocalEngine", "load_model", "BASE_ADAPTER", "EngineError"]
