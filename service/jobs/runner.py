@@ -48,6 +48,7 @@ def run_job(state: "ServiceState", job_id: str) -> str:
             return job.status if job else "missing"
         job.status, job.started_at, job.error = "running", utcnow(), None
         job.attempts += 1
+        s.flush()
         s.expunge(job)
     t0 = time.perf_counter()
     JOBS_RUNNING.inc()
