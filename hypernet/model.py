@@ -1,0 +1,229 @@
+"""The Code2LoRA hypernetwork: repository context -> LoRA (A, B) for every target module of every layer.
+
+Shape of the network (small by construction, ~2M parameters for SmolLM2-135M):
+  query[l, m] = layer_emb[l] + module_emb[m]                       one query per (layer, module type)
+  h = query + MLP([mean; max] of sentence vectors)                  paper-faithful pooled path
+  h = h + CrossAttn(h, base-model token embeddings of the API text) token path: identifiers reach h
+  h = h + MLP(h)
+  A[l, m] = bound * tanh((head_A(h) @ basis_A[m]) / sqrt(K) / bound)   factorised heads: per-row
+  B[l, m] = bound * tanh((head_B(h) @ basis_B[m]) / sqrt(K) / bound)   coefficients over K learned atoms
+On the residual-stream side of each module (A of q/k/v/gate/up, B of o/down) one extra atom per rank row
+is an attention-weighted sum of the context tokens' own embeddings, so an adapter can read or write the
+directions of the repository's identifiers. head_B starts at zero, so an untrained hypernet writes B = 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+if TYPE_CHECKING:
+    from hypernet.adapter import LoraTensors
+    from hypernet.basemodel import TargetModule
+
+# Modules whose input is the residual stream, and those whose output is added to it (Llama/Qwen2 naming).
+READS_RESIDUAL = frozenset({"q_proj", "k_proj", "v_proj", "gate_proj", "up_proj"})
+WRITES_RESIDUAL = frozenset({"o_proj", "down_proj"})
+SENTENCE_DIM = 384
+
+
+@dataclass
+class HypernetConfig:
+    """Everything needed to rebuild the hypernet, including the base-model signature it was built for."""
+
+    base_model_type: str
+    num_layers: int
+    hidden_size: int
+    targets: list[list[Any]]  # [path, module_type, layer, in_features, out_features] in model order
+    rank: int = 8
+    lora_alpha: float = 16.0
+    d_model: int = 256
+    n_atoms: int = 64
+    n_heads: int = 4
+    atom_key_dim: int = 64
+    bound: float = 0.3
+    use_sentence: bool = True
+    sentence_dim: int = SENTENCE_DIM
+    use_tokens: bool = True
+    token_source: str = "embeddings"  # or "hidden": the base model's last hidden states
+    context_atoms: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_base(cls, base_config: Any, targets: "list[TargetModule]", **overrides: Any) -> "HypernetConfig":
+        """Config for a base model (`PretrainedConfig`) and its target modules; overrides set the rest."""
+        rows = [[t.path, t.module_type, t.layer, t.in_features, t.out_features] for t in targets]
+        return cls(
+            base_model_type=str(getattr(base_config, "model_type", "unknown")),
+            num_layers=int(base_config.num_hidden_layers),
+            hidden_size=int(base_config.hidden_size),
+            targets=rows,
+            **overrides,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "HypernetConfig":
+        """Inverse of `to_dict`; unknown keys are an error so old code never misreads a newer format."""
+        return cls(**data)
+
+    @property
+    def scaling(self) -> float:
+        """LoRA scale alpha / r, as PEFT applies it."""
+        return self.lora_alpha / self.rank
+
+    @property
+    def module_types(self) -> list[str]:
+        """Module types in first-seen order."""
+        return list(dict.fromkeys(row[1] for row in self.targets))
+
+
+class Code2LoRAHypernet(nn.Module):
+    """Context tensors -> {module path: (A [.., r, in], B [.., out, r])}; see the module docstring."""
+
+    def __init__(self, config: HypernetConfig) -> None:
+        super().__init__()
+        if not (config.use_sentence or config.use_tokens):
+            raise ValueError("the hypernet needs at least one context path (sentence or tokens)")
+        self.config = config
+        c, d, r, k = config, config.d_model, config.rank, config.n_atoms
+        types = c.module_types
+        self._types = types
+        shapes: dict[str, tuple[int, int]] = {}
+        for path, mtype, _layer, fin, fout in c.targets:
+            if shapes.setdefault(mtype, (fin, fout)) != (fin, fout):
+                raise ValueError(f"{mtype} changes shape across layers ({path}); one basis per type needs one shape")
+        self._shapes = shapes
+        # (layer, type) slots in target order; generation indexes them per module type.
+        self._paths = [row[0] for row in c.targets]
+        self.register_buffer("_slot_layer", torch.tensor([row[2] for row in c.targets]), persistent=False)
+        self.register_buffer("_slot_type", torch.tensor([types.index(row[1]) for row in c.targets]), persistent=False)
+        self._slots_of_type = {m: [i for i, row in enumerate(c.targets) if row[1] == m] for m in types}
+
+        self.layer_emb = nn.Embedding(c.num_layers, d)
+        self.module_emb = nn.Embedding(len(types), d)
+        nn.init.normal_(self.layer_emb.weight, std=1.0)
+        nn.init.normal_(self.module_emb.weight, std=1.0)
+        if c.use_sentence:
+            self.sentence_proj = nn.Sequential(
+                nn.LayerNorm(2 * c.sentence_dim), nn.Linear(2 * c.sentence_dim, d), nn.GELU(), nn.Linear(d, d)
+            )
+        if c.use_tokens:
+            self.token_norm = nn.LayerNorm(c.hidden_size)
+            self.token_proj = nn.Linear(c.hidden_size, d)
+            self.query_norm = nn.LayerNorm(d)
+            self.cross_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
+        self.use_context_atoms = c.use_tokens and c.context_atoms
+        if self.use_context_atoms:
+            self.atom_query = nn.Linear(d, r * c.atom_key_dim)
+            self.atom_key = nn.Linear(c.hidden_size, c.atom_key_dim)
+        self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.out_norm = nn.LayerNorm(d)
+        # One extra coefficient column per rank row drives the context atom (ignored off the residual side).
+        self.head_a = nn.Linear(d, r * (k + 1))
+        self.head_b = nn.Linear(d, r * (k + 1))
+        nn.init.zeros_(self.head_b.weight)
+        nn.init.zeros_(self.head_b.bias)
+        # Unit-norm random atoms: with coefficients ~1/sqrt(K) a row of A has norm ~1, like PEFT's init.
+        self.basis_a = nn.ParameterDict({m: nn.Parameter(_unit_rows(k, shapes[m][0])) for m in types})
+        self.basis_b = nn.ParameterDict({m: nn.Parameter(_unit_rows(k, shapes[m][1])) for m in types})
+
+    def zero_b_head(self) -> None:
+        """Reset the B head to zero: the generated adapter becomes a no-op."""
+        with torch.no_grad():
+            self.head_b.weight.zero_()
+            self.head_b.bias.zero_()
+
+    def forward(
+        self,
+        pooled: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        token_mask: torch.Tensor | None = None,
+    ) -> "LoraTensors":
+        """Batched generation: pooled [B, 2*384], tokens [B, T, hidden], mask [B, T] (True = real token)."""
+        c, r, k = self.config, self.config.rank, self.config.n_atoms
+        batch = _batch_size(pooled, tokens)
+        h = (self.layer_emb(self._slot_layer) + self.module_emb(self._slot_type)).unsqueeze(0).expand(batch, -1, -1)
+        if c.use_sentence:
+            if pooled is None:
+                raise ValueError("this hypernet was built with the sentence path: pass pooled")
+            h = h + self.sentence_proj(pooled.float()).unsqueeze(1)
+        raw_tokens = None
+        if c.use_tokens:
+            if tokens is None:
+                raise ValueError("this hypernet was built with the token path: pass tokens")
+            raw_tokens = self.token_norm(tokens.float())
+            memory = self.token_proj(raw_tokens)
+            pad = None if token_mask is None else ~token_mask.bool()
+            attended, _ = self.cross_attn(self.query_norm(h), memory, memory, key_padding_mask=pad, need_weights=False)
+            h = h + attended
+        h = self.out_norm(h + self.mlp(h))
+        coef_a = self.head_a(h).view(batch, -1, r, k + 1)
+        coef_b = self.head_b(h).view(batch, -1, r, k + 1)
+        norm = 1.0 / math.sqrt(k + 1)
+
+        out: LoraTensors = {}
+        for mtype, slots in self._slots_of_type.items():
+            idx = torch.tensor(slots, device=h.device)
+            ca, cb = coef_a[:, idx], coef_b[:, idx]  # [B, L_m, r, K+1]
+            a = ca[..., :k] @ self.basis_a[mtype]  # [B, L_m, r, in]
+            b = cb[..., :k] @ self.basis_b[mtype]  # [B, L_m, r, out]
+            if self.use_context_atoms and mtype in READS_RESIDUAL | WRITES_RESIDUAL:
+                atoms = self._context_atoms(h[:, idx], raw_tokens, tokens, token_mask)  # [B, L_m, r, hidden]
+                if mtype in READS_RESIDUAL:
+                    a = a + ca[..., k:] * atoms
+                else:
+                    b = b + cb[..., k:] * atoms
+            a = _bounded(a * norm, c.bound)
+            b = _bounded(b * norm, c.bound).transpose(-1, -2)  # [B, L_m, out, r]
+            for j, slot in enumerate(slots):
+                out[self._paths[slot]] = (a[:, j], b[:, j])
+        return out
+
+    def _context_atoms(
+        self, h: torch.Tensor, normed: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Per rank row, a unit-scale mix of the context tokens' own embedding directions."""
+        b, n = h.shape[:2]
+        q = self.atom_query(h).view(b, n, self.config.rank, -1)
+        key = self.atom_key(normed)  # [B, T, dk]
+        scores = torch.einsum("bnrd,btd->bnrt", q, key) / math.sqrt(key.shape[-1])
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        weights = torch.nan_to_num(scores.softmax(-1))  # an all-padding row gives zeros, not NaN
+        return torch.einsum("bnrt,bth->bnrh", weights, F.normalize(tokens.float(), dim=-1))
+
+    @torch.no_grad()
+    def generate(
+        self, pooled: torch.Tensor | None = None, tokens: torch.Tensor | None = None
+    ) -> "LoraTensors":
+        """One adapter for one context (unbatched inputs: pooled [2*384], tokens [T, hidden])."""
+        out = self(
+            None if pooled is None else pooled.unsqueeze(0),
+            None if tokens is None else tokens.unsqueeze(0),
+        )
+        return {path: (a[0], b[0]) for path, (a, b) in out.items()}
+
+
+def _unit_rows(rows: int, cols: int) -> torch.Tensor:
+    return F.normalize(torch.randn(rows, cols), dim=-1)
+
+
+def _bounded(x: torch.Tensor, bound: float) -> torch.Tensor:
+    # Linear near zero, saturating at +-bound: keeps any context from writing an exploding adapter.
+    return bound * torch.tanh(x / bound)
+
+
+def _batch_size(pooled: torch.Tensor | None, tokens: torch.Tensor | None) -> int:
+    for t in (pooled, tokens):
+        if t is not None:
+            return t.shape[0]
+    raise ValueError("no context: pass pooled and/or tokens")
