@@ -1,0 +1,68 @@
+"""Per-file extraction: bytes -> FileFacts (or a skip reason), and a parallel batch driver."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from hypernet.context.generic_lang import extract_generic
+from hypernet.context.languages import language_for
+from hypernet.context.model import FileFacts
+from hypernet.context.python_lang import extract_python
+from hypernet.context.walk import content_skip_reason
+
+# Below this many files a process pool costs more (start-up, pickling) than it saves.
+PARALLEL_MIN_FILES = 300
+
+
+def extract_bytes(path: str, data: bytes) -> FileFacts | str:
+    """Facts for one file's content, or the reason it is skipped (binary, generated)."""
+    why = content_skip_reason(data)
+    if why:
+        return why
+    lang = language_for(path) or "unknown"
+    facts = FileFacts(
+        path=path,
+        language=lang,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        lines=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
+    )
+    if lang == "python":
+        extract_python(path, data, facts)
+    else:
+        extract_generic(lang, path, data, facts)
+    return facts
+
+
+def extract_path(root: Path, rel: str) -> FileFacts | str:
+    """Read and extract one file; unreadable files are skipped, never raised."""
+    try:
+        data = (root / rel).read_bytes()
+    except OSError:
+        return "unreadable"
+    return extract_bytes(rel, data)
+
+
+def _chunk(args: tuple[str, list[str]]) -> list[FileFacts | str]:
+    root, rels = args
+    return [extract_path(Path(root), r) for r in rels]
+
+
+def extract_many(root: Path, rels: list[str], workers: int | None = None) -> list[FileFacts | str]:
+    """Extract files in order; uses a process pool for large batches (tree-sitter holds the GIL)."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8)
+    if workers <= 1 or len(rels) < PARALLEL_MIN_FILES:
+        return [extract_path(root, r) for r in rels]
+    # Interleaved chunks balance big and small files across workers.
+    n_chunks = workers * 4
+    chunks = [rels[i::n_chunks] for i in range(n_chunks)]
+    out: list[FileFacts | str | None] = [None] * len(rels)
+    with ProcessPoolExecutor(workers) as ex:
+        for i, res in enumerate(ex.map(_chunk, [(str(root), c) for c in chunks])):
+            for j, r in enumerate(res):
+                out[i + j * n_chunks] = r
+    return out  # type: ignore[return-value]
