@@ -81,7 +81,8 @@ class StreamDelta:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[TokenLogprob] | None = None
     finish_reason: str | None = None
-    prompt_tokens: int | None = None  # set on the final delta of each choice for usage
+    prompt_tokens: int | None = None  # set on the final delta of each choice, for usage
+    completion_tokens: int | None = None  # ditto: tokens this choice generated
 
 
 @dataclass

@@ -304,23 +304,23 @@ class Scheduler:
                     finish = "length"
             r.last_token = tok
             if finish:
-                self._finish(r, finish)
+                self._finish(r, finish, new_lp)
             elif r.job.stream:
                 text = r.text.delta()
                 if text or new_lp:
                     r.job.sink(StreamDelta(index=r.index, text=text, token_ids=[tok],
                                            logprobs=new_lp or None))
 
-    def _finish(self, r: Row, reason: str) -> None:
+    def _finish(self, r: Row, reason: str, last_logprobs: list[TokenLogprob]) -> None:
         r.done = True
         job = r.job
+        counts = dict(finish_reason=reason, prompt_tokens=len(job.prompt_ids), completion_tokens=r.generated)
         if job.stream:
-            delta = StreamDelta(index=r.index, text=r.text.delta(final=True), finish_reason=reason,
-                                prompt_tokens=len(job.prompt_ids))
+            delta = StreamDelta(index=r.index, text=r.text.delta(final=True), token_ids=[r.last_token],
+                                logprobs=last_logprobs or None, **counts)
         else:
             delta = StreamDelta(index=r.index, text=r.text.text, token_ids=list(r.text.token_ids),
-                                logprobs=r.logprobs, finish_reason=reason,
-                                prompt_tokens=len(job.prompt_ids))
+                                logprobs=r.logprobs, **counts)
         job.remaining -= 1
         if job.remaining == 0:
             self.stats.record(job.adapter_name, time.perf_counter() - job.started, job.completion_tokens)

@@ -1,0 +1,1 @@
+"""OpenAI-compatible protocol models (``protocol``) and DB-independent serving logic (``serving``)."""
