@@ -1,0 +1,324 @@
+"""Engine that drives a vLLM OpenAI server over HTTP, with runtime LoRA loading.
+
+Names are immutable (``<repo>@v<N>``); the service's own LRU mirrors ``--max-loras``. "No adapter"
+goes through an all-zero adapter because the vLLM CPU build mis-batches base rows with LoRA rows.
+A 404 for a name we think is loaded means vLLM restarted: forget everything, re-register, retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, AsyncIterator, Sequence
+
+import httpx
+
+from .base import (
+    Choice, EngineHealth, EngineStats, GenerationRequest, GenerationResult, StreamDelta, TokenLogprob,
+)
+from .errors import AdapterRejected, EngineUnavailable, InvalidGenerationRequest
+from .lru import AdapterLRU
+from .stats import StatsRecorder
+from .zero_adapter import write_zero_adapter
+
+ZERO_ADAPTER = "code2lora-base-zero"
+
+
+class _NameGone(Exception):
+    """vLLM answered 404 for a model name (it restarted and forgot runtime adapters)."""
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            if isinstance(err, dict):
+                return str(err.get("message") or err)
+            return str(err)
+    except ValueError:
+        pass
+    return resp.text.strip() or f"HTTP {resp.status_code}"
+
+
+class VllmEngine:
+    """Client of one vLLM server started with ``--enable-lora`` and runtime LoRA updating."""
+
+    name = "vllm"
+
+    def __init__(self, base_url: str, *, max_loras: int = 8, base_model_path: str | None = None,
+                 zero_adapter_path: str | None = None, use_zero_adapter: bool = True,
+                 served_model: str | None = None, api_key: str | None = None, timeout: float = 120.0,
+                 retry_after: float = 5.0, tokenizer: Any = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.use_zero_adapter = use_zero_adapter
+        # the zero adapter takes one of vLLM's --max-loras batch slots
+        self.slots = max(1, max_loras - (1 if use_zero_adapter else 0))
+        self._lru = AdapterLRU(self.slots)
+        self._base_model_path = base_model_path
+        self._zero_path = zero_adapter_path
+        self._zero_loaded = False
+        self.served_model = served_model or base_model_path
+        self._tokenizer = tokenizer
+        self._retry_after = retry_after
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers,
+                                         transport=transport)
+        self._lock = asyncio.Lock()
+        self._inflight: Counter[str] = Counter()
+        self._stats = StatsRecorder()
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Nothing to start: the HTTP client connects lazily."""
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._client.aclose()
+
+    @property
+    def tokenizer(self) -> Any:
+        """Base model tokenizer (for chat templates), loaded from ``base_model_path`` on demand."""
+        if self._tokenizer is None and self._base_model_path:
+            from transformers import AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self._base_model_path)
+        return self._tokenizer
+
+    # ---- HTTP --------------------------------------------------------------------------------
+    async def _post(self, path: str, body: dict[str, Any]) -> httpx.Response:
+        try:
+            resp = await self._client.post(path, json=body)
+        except (httpx.TransportError, OSError) as exc:
+            raise EngineUnavailable(f"vLLM unreachable at {self.base_url}: {exc}", self._retry_after) from exc
+        if resp.status_code == 503:
+            raise EngineUnavailable(f"vLLM unavailable: {_message(resp)}", self._retry_after)
+        return resp
+
+    # ---- adapters ----------------------------------------------------------------------------
+    async def _register(self, name: str, path: str) -> None:
+        resp = await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+        if resp.status_code == 200:
+            return
+        message = _message(resp)
+        if resp.status_code == 400 and "already" in message.lower():
+            return  # vLLM kept it (e.g. our process restarted, vLLM did not)
+        raise AdapterRejected(f"vLLM refused adapter {name!r}: {message}", name, resp.status_code)
+
+    async def _deregister(self, name: str) -> None:
+        resp = await self._post("/v1/unload_lora_adapter", {"lora_name": name})
+        if resp.status_code not in (200, 400, 404):  # 400/404: not loaded there, which is the goal
+            raise AdapterRejected(f"vLLM could not unload {name!r}: {_message(resp)}", name, resp.status_code)
+
+    async def ensure_loaded(self, adapter_id: str, path: str) -> None:
+        """Register ``adapter_id`` in vLLM, evicting our least recently used idle adapter first."""
+        async with self._lock:
+            if adapter_id in self._lru:
+                self._lru.touch(adapter_id)
+                return
+            if self._lru.full():
+                victim = self._lru.victim(lambda a: self._inflight[a] > 0) or self._lru.ids()[0]
+                await self._deregister(victim)
+                self._lru.remove(victim)
+            await self._register(adapter_id, path)
+            self._lru.add(adapter_id, str(path))
+
+    async def unload(self, adapter_id: str) -> None:
+        """Unregister an adapter from vLLM."""
+        async with self._lock:
+            if adapter_id in self._lru:
+                await self._deregister(adapter_id)
+                self._lru.remove(adapter_id)
+
+    async def _zero_name(self) -> str:
+        async with self._lock:
+            if not self._zero_loaded:
+                if self._zero_path is None:
+                    if not self._base_model_path:
+                        raise InvalidGenerationRequest("base requests need base_model_path or zero_adapter_path")
+                    cache = Path.home() / ".cache" / "code2lora" / "vllm"
+                    self._zero_path = str(cache / f"zero-{abs(hash(self._base_model_path)):x}")
+                    write_zero_adapter(self._base_model_path, self._zero_path)
+                await self._register(ZERO_ADAPTER, self._zero_path)
+                self._zero_loaded = True
+        return ZERO_ADAPTER
+
+    async def _model_for(self, request: GenerationRequest) -> str:
+        if request.adapter is None:
+            if self.use_zero_adapter:
+                return await self._zero_name()
+            return self.served_model or ""
+        await self.ensure_loaded(request.adapter.id, request.adapter.path)
+        return request.adapter.id
+
+    async def _forget_all(self) -> None:
+        async with self._lock:
+            self._lru.clear()
+            self._zero_loaded = False
+
+    async def reregister(self) -> None:
+        """Load every adapter we believe is loaded again (after a vLLM restart)."""
+        items = self._lru.items()
+        await self._forget_all()
+        for adapter_id, path in items:
+            await self.ensure_loaded(adapter_id, path)
+
+    # ---- generation --------------------------------------------------------------------------
+    def _body(self, request: GenerationRequest, model: str, stream: bool) -> dict[str, Any]:
+        p = request.params
+        body: dict[str, Any] = {"model": model, "prompt": request.prompt, "max_tokens": p.max_tokens,
+                                "temperature": p.temperature, "top_p": p.top_p, "n": p.n, "stream": stream,
+                                "return_token_ids": True}
+        if p.stop:
+            body["stop"] = p.stop
+        if p.seed is not None:
+            body["seed"] = p.seed
+        if p.logprobs is not None:
+            body["logprobs"] = p.logprobs
+        if not request.add_special_tokens:
+            body["add_special_tokens"] = False
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def _check(self, resp: httpx.Response) -> None:
+        if resp.status_code == 404:
+            raise _NameGone(_message(resp))
+        if 400 <= resp.status_code < 500:
+            raise InvalidGenerationRequest(f"vLLM: {_message(resp)}")
+        if resp.status_code >= 500:
+            raise EngineUnavailable(f"vLLM error: {_message(resp)}", self._retry_after)
+
+    async def _with_restart_retry(self, request: GenerationRequest, call):
+        key = request.adapter.id if request.adapter else "__base__"
+        self._inflight[key] += 1
+        try:
+            for attempt in (0, 1):
+                model = await self._model_for(request)
+                try:
+                    return await call(model)
+                except _NameGone as exc:
+                    if attempt:
+                        raise AdapterRejected(f"vLLM does not know {model!r} after re-registering: {exc}",
+                                              model, 404) from exc
+                    await self._forget_all()  # vLLM restarted: runtime adapters are gone
+        finally:
+            self._inflight[key] -= 1
+
+    async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
+        started = time.perf_counter()
+
+        async def call(model: str) -> dict[str, Any]:
+            resp = await self._post("/v1/completions", self._body(request, model, stream=False))
+            self._check(resp)
+            return resp.json()
+
+        data = await self._with_restart_retry(request, call)
+        choices = [Choice(index=c["index"], text=c["text"], token_ids=list(c.get("token_ids") or []),
+                          finish_reason=c.get("finish_reason") or "stop", logprobs=_logprobs(c.get("logprobs")))
+                   for c in data["choices"]]
+        choices.sort(key=lambda c: c.index)
+        usage = data.get("usage") or {}
+        result = GenerationResult(request_id=request.request_id, choices=choices,
+                                  prompt_tokens=int(usage.get("prompt_tokens", 0)),
+                                  completion_tokens=int(usage.get("completion_tokens", 0)))
+        self._stats.record(request.adapter.id if request.adapter else "__base__",
+                           time.perf_counter() - started, result.completion_tokens)
+        return result
+
+    async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Forward each request to vLLM concurrently (vLLM batches them)."""
+        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
+        """Forward a streaming completion and yield its deltas."""
+        started = time.perf_counter()
+        key = request.adapter.id if request.adapter else "__base__"
+
+        async def open_stream(model: str) -> httpx.Response:
+            req = self._client.build_request("POST", "/v1/completions", json=self._body(request, model, True))
+            try:
+                resp = await self._client.send(req, stream=True)
+            except (httpx.TransportError, OSError) as exc:
+                raise EngineUnavailable(f"vLLM unreachable at {self.base_url}: {exc}", self._retry_after) from exc
+            if resp.status_code != 200:
+                await resp.aread()
+                await resp.aclose()
+                if resp.status_code == 503:
+                    raise EngineUnavailable(f"vLLM unavailable: {_message(resp)}", self._retry_after)
+                self._check(resp)
+            return resp
+
+        resp = await self._with_restart_retry(request, open_stream)
+        finals: list[StreamDelta] = []
+        usage: dict[str, Any] = {}
+        self._inflight[key] += 1
+        try:
+            async for line in resp.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                data = line[len("data: "):].strip()
+                if data == "[DONE]":
+                    break
+                chunk = json.loads(data)
+                if "error" in chunk:
+                    raise EngineUnavailable(f"vLLM stream error: {_message_from(chunk)}", self._retry_after)
+                usage = chunk.get("usage") or usage
+                for c in chunk.get("choices", []):
+                    delta = StreamDelta(index=c["index"], text=c.get("text", ""),
+                                        token_ids=list(c.get("token_ids") or []),
+                                        logprobs=_logprobs(c.get("logprobs")), finish_reason=c.get("finish_reason"))
+                    if delta.finish_reason:
+                        finals.append(delta)  # held back until usage arrives with the last chunk
+                    else:
+                        yield delta
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"vLLM stream broke: {exc}", self._retry_after) from exc
+        finally:
+            self._inflight[key] -= 1
+            await resp.aclose()
+        # vLLM reports usage per request, not per choice: put it all on the first final delta
+        for i, delta in enumerate(sorted(finals, key=lambda d: d.index)):
+            delta.prompt_tokens = int(usage.get("prompt_tokens", 0)) if i == 0 else 0
+            delta.completion_tokens = int(usage.get("completion_tokens", 0)) if i == 0 else 0
+            yield delta
+        self._stats.record(key, time.perf_counter() - started, int(usage.get("completion_tokens", 0)))
+
+    # ---- status ------------------------------------------------------------------------------
+    def loaded(self) -> list[str]:
+        """Repository adapters registered in vLLM (zero adapter excluded), least recent first."""
+        return self._lru.ids()
+
+    async def health(self) -> EngineHealth:
+        """vLLM's ``/health`` (503 once its engine died)."""
+        try:
+            resp = await self._client.get("/health", timeout=5.0)
+        except (httpx.TransportError, OSError) as exc:
+            return EngineHealth(ok=False, detail=f"unreachable: {exc}")
+        return EngineHealth(ok=resp.status_code == 200, detail=f"vLLM /health {resp.status_code}")
+
+    def stats(self) -> EngineStats:
+        """Loaded adapters, slots, per-adapter request counts and latency percentiles."""
+        return EngineStats(engine=self.name, loaded=self.loaded(), slots=self.slots,
+                           requests_per_adapter=self._stats.snapshot_requests(),
+                           latency_ms=self._stats.percentiles(), running=sum(self._inflight.values()),
+                           tokens_generated=self._stats.tokens)
+
+
+def _message_from(chunk: dict[str, Any]) -> str:
+    err = chunk.get("error")
+    return str(err.get("message") if isinstance(err, dict) else err)
+
+
+def _logprobs(block: dict[str, Any] | None) -> list[TokenLogprob] | None:
+    """vLLM's legacy completions logprobs -> TokenLogprob list."""
+    if not block:
+        return None
+    tops = block.get("top_logprobs") or [None] * len(block.get("tokens", []))
+    return [TokenLogprob(token=t, token_id=-1, logprob=float(lp if lp is not None else 0.0),
+                         top_logprobs=dict(top or {}))
+            for t, lp, top in zip(block.get("tokens", []), block.get("token_logprobs", []), tops)]
