@@ -73,7 +73,10 @@ def analyse(files: dict[str, FileFacts]) -> Analysis:
 
 
 def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
-    """Aider-style ranking: PageRank over files linked by identifier references, spread onto definitions."""
+    """Aider-style ranking: PageRank over files linked by identifier references, spread onto definitions.
+
+    A definition scores the rank its referencing files hand it plus 1/N per referencing file.
+    """
     definers: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         f = files[p]
@@ -133,10 +136,12 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
     a.file_rank = {p: float(r[i]) for i, p in enumerate(paths)}
     # Each edge hands the referencing file's rank share to the (defining file, name) pair.
     share = r[src] * norm if len(w) else np.zeros(0)
+    # Plus the fraction of files referencing the name: without it one helper of a central file
+    # outranks an API that every other file uses.
     name_score: dict[tuple[int, str], float] = {}
     for k, (j, name) in enumerate(zip(dst_l, ident_l)):
         key = (j, name)
-        name_score[key] = name_score.get(key, 0.0) + float(share[k])
+        name_score[key] = name_score.get(key, 0.0) + float(share[k]) + 1.0 / n
     ranked: list[tuple[float, float, str, int, Definition]] = []
     for j, p in enumerate(paths):
         f = files[p]
@@ -183,6 +188,7 @@ def conventions(files: dict[str, FileFacts], paths: list[str] | None = None) -> 
     total_lines = sum(files[p].lines for p in paths) or 1
     limit = next((L for L in (79, 88, 100, 120) if c.get(f"line_over_{L}", 0) / total_lines < 0.002), None)
     doc_keys = ("google", "numpy", "sphinx", "plain")
+    n_defs = c.get("funcs", 0) + c.get("classes", 0)
     documented = sum(c.get(f"doc_{k}", 0) for k in doc_keys)
     styled = {k: c.get(f"doc_{k}", 0) for k in doc_keys if k != "plain"}
     doc_style = max(sorted(styled), key=lambda k: styled[k]) if any(styled.values()) else ("plain" if documented else "none")
@@ -201,7 +207,7 @@ def conventions(files: dict[str, FileFacts], paths: list[str] | None = None) -> 
             "returns_annotated": round(c.get("funcs_ret_typed", 0) / c["funcs"], 3) if c.get("funcs") else None,
         },
         "docstrings": {
-            "coverage": round(documented / c["funcs"], 3) if c.get("funcs") else None,
+            "coverage": round(documented / n_defs, 3) if n_defs else None,
             "style": doc_style,
         },
         "test_framework": max(sorted(frameworks), key=lambda k: frameworks[k]) if frameworks else "none",

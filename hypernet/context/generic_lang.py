@@ -411,7 +411,7 @@ def extract_generic(lang: str, path: str, src: bytes, facts: FileFacts) -> None:
             )))
     defs.sort(key=lambda x: (x[0], x[1].qualname))
     facts.definitions = [d for _, d in defs]
-    for node in caps.get("import", ()):
+    for node in sorted(caps.get("import", ()), key=lambda n: n.start_byte):
         facts.imports.extend(spec.imports(node))
     uses = facts.uses
     for node in caps.get("call", ()):
@@ -452,9 +452,10 @@ def extract_generic(lang: str, path: str, src: bytes, facts: FileFacts) -> None:
         style = naming_style(d.name.lstrip("_"))
         if style:
             conv[key + style] = conv.get(key + style, 0) + 1
-        if d.kind in ("function", "method", "constructor"):
-            conv["funcs"] = conv.get("funcs", 0) + 1
-            conv["doc_" + ("plain" if d.doc else "none")] = conv.get("doc_" + ("plain" if d.doc else "none"), 0) + 1
+        counter = "funcs" if d.kind in ("function", "method", "constructor") else "classes"
+        conv[counter] = conv.get(counter, 0) + 1
+        doc_key = "doc_" + ("plain" if d.doc else "none")
+        conv[doc_key] = conv.get(doc_key, 0) + 1
     facts.errors = len(caps.get("error", ())) + (1 if root.has_error and not caps.get("error") else 0)
     line_style(src, conv)
 

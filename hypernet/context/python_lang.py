@@ -155,7 +155,8 @@ class _Walker:
                     if d.type == "decorator":
                         text = one_line(d.text)[1:].strip()
                         decorators.append(text)
-                        self.use(text.split("(", 1)[0].rsplit(".", 1)[-1])
+                        if "(" not in text:  # decorator calls are already counted as call sites
+                            self.use(text.rsplit(".", 1)[-1])
                 target = stmt.child_by_field_name("definition") or stmt
             if target.type == "function_definition":
                 self.function(target, decorators, prefix, in_class, class_public)
@@ -251,6 +252,9 @@ class _Walker:
             )
         )
         self._count_name("class", name)
+        style = f"doc_{docstring_style(doc)}"
+        self.f.conv[style] = self.f.conv.get(style, 0) + 1
+        self.f.conv["classes"] = self.f.conv.get("classes", 0) + 1
         if any(b.rsplit(".", 1)[-1] == "TestCase" for b in bases):
             self.f.conv["test_unittest"] = self.f.conv.get("test_unittest", 0) + 1
         if body is not None:
@@ -309,7 +313,7 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
     walker = _Walker(facts)
     walker.block(root, "", False, True)
     caps = QueryCursor(query("python", _QUERY)).captures(root)
-    for node in caps.get("import", ()):
+    for node in sorted(caps.get("import", ()), key=lambda n: n.start_byte):
         facts.imports.extend(_imports(node, path))
     uses = facts.uses
     conv = facts.conv
