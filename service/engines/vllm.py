@@ -8,6 +8,7 @@ A 404 for a name we think is loaded means vLLM restarted: forget everything, re-
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections import Counter
@@ -140,8 +141,9 @@ class VllmEngine:
                 if self._zero_path is None:
                     if not self._base_model_path:
                         raise InvalidGenerationRequest("base requests need base_model_path or zero_adapter_path")
-                    cache = Path.home() / ".cache" / "code2lora" / "vllm"
-                    self._zero_path = str(cache / f"zero-{abs(hash(self._base_model_path)):x}")
+                    digest = hashlib.sha256(self._base_model_path.encode()).hexdigest()[:16]
+                    self._zero_path = str(Path.home() / ".cache" / "code2lora" / "vllm" / f"zero-{digest}")
+                if self._base_model_path and not Path(self._zero_path, "adapter_config.json").exists():
                     write_zero_adapter(self._base_model_path, self._zero_path)
                 await self._register(ZERO_ADAPTER, self._zero_path)
                 self._zero_loaded = True

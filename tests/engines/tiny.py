@@ -52,16 +52,16 @@ def make_model(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
 
 
 def make_adapter(model_dir: Path, out: Path, seed: int, targets: tuple[str, ...] = ("q_proj", "v_proj"),
-                 rank: int = 8) -> Path:
-    """Write a PEFT LoRA folder with random (non-zero) B so it changes the outputs."""
-    base = LlamaForCausalLM.from_pretrained(model_dir)
+                 rank: int = 8, std: float = 0.3) -> Path:
+    """Write a PEFT LoRA folder with random (non-zero) A and B so it changes the outputs."""
+    base = LlamaForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     torch.manual_seed(seed)
     peft_model = get_peft_model(base, LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=list(targets),
                                                  lora_dropout=0.0))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name or "lora_A" in name:
-                p.normal_(0, 0.3)
+                p.normal_(0, std)
     peft_model.save_pretrained(out)
     return out
 
