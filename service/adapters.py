@@ -7,6 +7,7 @@ import json
 import logging
 import shutil
 import tarfile
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -23,14 +24,19 @@ log = logging.getLogger(__name__)
 
 
 def load_generator(settings: "Settings") -> Any:
-    """Load the hypernetwork generator once: the configured checkpoint and base model (bundled defaults)."""
-    from hypernet.pipeline import AdapterGenerator
+    """The hypernetwork generator for the configured checkpoint and base model (bundled defaults)."""
+    from hypernet.basemodel import prepare_bundled
 
-    return AdapterGenerator.load(
-        checkpoint=settings.hypernet_checkpoint,
-        base_model=settings.base_model_path,
-        model_cache=settings.model_cache,
-    )
+    base = settings.base_model_path or prepare_bundled(settings.model_cache)
+    return _generator(str(settings.hypernet_checkpoint) if settings.hypernet_checkpoint else None, str(base))
+
+
+@lru_cache(maxsize=2)
+def _generator(checkpoint: str | None, base: str) -> Any:
+    # One per process and configuration: it is read-only after loading, so jobs can share it.
+    from hypernet.generator import AdapterGenerator
+
+    return AdapterGenerator.load(checkpoint=checkpoint, base_model_path=base)
 
 
 def pack_adapter(folder: Path) -> bytes:
@@ -68,14 +74,10 @@ def adapter_path(state: "ServiceState", version: AdapterVersion) -> Path:
 
 
 def build_adapter_version(
-    state: "ServiceState", repo_id: int, checkout: Path, commit_sha: str, report: Callable[[float, str], None]
+    state: "ServiceState", repo_id: int, ctx: Any, commit_sha: str, report: Callable[[float, str], None]
 ) -> AdapterVersion:
-    """Extract the checkout's context, generate (or reuse) the adapter and record a new active version."""
-    from hypernet.context import extract_repo
-
+    """Record the context snapshot, generate (or reuse) the adapter and record a new active version."""
     settings = state.settings
-    report(0.35, "extracting repository context")
-    ctx = extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
     stats = ctx.summary() if hasattr(ctx, "summary") else dict(ctx.stats)
     with state.sessions.begin() as s:
         if s.get(Repository, repo_id) is None:

@@ -130,3 +130,31 @@ def clone(url: NormalizedURL, dest: Path, *, branch: str | None, timeout_s: floa
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     return sha
+
+
+def fetch_and_checkout(url: NormalizedURL, checkout: Path, *, branch: str | None, timeout_s: float,
+                       max_bytes: int) -> tuple[str, str]:
+    """Fetch the branch head into an existing clone and check it out; return (old_sha, new_sha).
+
+    The previous commit stays in the object store, so a diff between the two works even after a
+    force push or with a shallow clone.
+    """
+    repo = git.Repo(checkout)
+    old = repo.head.commit.hexsha
+    ref = branch or "HEAD"
+    env = _git_env(url.kind)
+    try:
+        repo.git.execute(["git", "-c", "protocol.ext.allow=never", "fetch", "--depth", "1", "--no-tags", "--",
+                          url.url, ref], env=env, kill_after_timeout=timeout_s)
+        new = repo.git.execute(["git", "rev-parse", "FETCH_HEAD"], env=env).strip()
+        repo.git.execute(["git", "checkout", "--force", "--detach", new], env=env)
+        repo.git.execute(["git", "clean", "-ffdx"], env=env)
+    except git.GitCommandError as exc:
+        detail = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\" \n")
+        if exc.status in (-9, 9, -15):
+            raise CloneError(f"fetch timed out after {timeout_s:g} s") from exc
+        raise CloneError(f"git fetch failed: {detail or exc}") from exc
+    size = dir_size(checkout)
+    if size > max_bytes:
+        raise CloneError(f"repository is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit")
+    return old, new

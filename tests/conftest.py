@@ -68,13 +68,14 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, backend: str):  # type: ignore[no-untyped-def]
+def make_settings(tmp_path: Path, backend: str, service_model_dir: Path):  # type: ignore[no-untyped-def]
     """Settings factory for the current backend; extra kwargs override fields."""
     from service.settings import Settings
 
     def _make(**overrides: object) -> Settings:
         fields: dict[str, object] = dict(data_dir=tmp_path / "data", allow_local_repos=True, engine="none",
-                                         clone_timeout_s=60)
+                                         clone_timeout_s=60, base_model_path=service_model_dir,
+                                         model_cache=tmp_path / "models")
         if backend == "postgres+redis":
             fields.update(database_url=PG_URL, redis_url=REDIS_URL)
         fields.update(overrides)
@@ -187,3 +188,14 @@ def hanging_server() -> Iterator[str]:
     for c in conns:
         c.close()
     srv.close()
+
+
+@pytest.fixture(scope="session")
+def service_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-init Llama folder with a tokenizer: the base model of service end-to-end tests."""
+    from tests.hypernet.conftest import _byte_tokenizer, tiny_llama
+
+    path = tmp_path_factory.mktemp("service-model")
+    tiny_llama(0).save_pretrained(path)
+    _byte_tokenizer().save_pretrained(path)
+    return path

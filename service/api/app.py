@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from service.api import health, jobs, repos
+from service.api import health, jobs, repos, webhooks
 from service.settings import Settings, get_settings
 from service.state import ServiceState, build_state
 
@@ -37,4 +37,5 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(jobs.router)
+    app.include_router(webhooks.router)
     return app

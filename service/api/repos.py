@@ -7,8 +7,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import repos as registry
+from service import versions
 from service.api.deps import get_session, get_state
-from service.api.schemas import JobOut, RepoCreate, RepoCreated, RepoOut, VersionOut
+from service.api.schemas import (JobOut, PruneIn, PruneOut, RepoCreate, RepoCreated, RepoOut, RollbackIn, SecretOut,
+                                 VersionOut)
 from service.db.models import Repository
 from service.gitops import RepoURLError
 from service.state import ServiceState
@@ -68,3 +70,61 @@ def list_versions(ref: str, session: Session = Depends(get_session)) -> list[Ver
     """The adapter versions of a repository, oldest first."""
     repo = _get_or_404(session, ref)
     return [VersionOut.model_validate(v) for v in repo.versions]
+
+
+def _call(fn, *args):  # type: ignore[no-untyped-def]
+    """Map registry errors to HTTP statuses."""
+    try:
+        return fn(*args)
+    except registry.NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except registry.Conflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from exc
+
+
+@router.post("/{ref}/versions/{number}/pin", response_model=RepoOut, responses={404: {}, 409: {}})
+def pin_version(ref: str, number: int, state: ServiceState = Depends(get_state),
+                session: Session = Depends(get_session)) -> RepoOut:
+    """Pin a version: it is served until unpinned, whatever pushes arrive."""
+    return _repo_out(session, _call(versions.pin, state, session, _get_or_404(session, ref), number))
+
+
+@router.post("/{ref}/unpin", response_model=RepoOut, responses={404: {}})
+def unpin(ref: str, state: ServiceState = Depends(get_state), session: Session = Depends(get_session)) -> RepoOut:
+    """Remove the pin; the newest ready version becomes active."""
+    return _repo_out(session, _call(versions.unpin, state, session, _get_or_404(session, ref)))
+
+
+@router.post("/{ref}/rollback", response_model=RepoOut, responses={404: {}, 409: {}})
+def rollback(ref: str, body: RollbackIn | None = None, state: ServiceState = Depends(get_state),
+             session: Session = Depends(get_session)) -> RepoOut:
+    """Activate an earlier version (default: the previous one)."""
+    number = body.version if body else None
+    return _repo_out(session, _call(versions.rollback, state, session, _get_or_404(session, ref), number))
+
+
+@router.post("/{ref}/regenerate", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED, responses={404: {}})
+def regenerate(ref: str, state: ServiceState = Depends(get_state), session: Session = Depends(get_session)) -> JobOut:
+    """Fetch the branch head and rebuild the adapter from a full extraction."""
+    repo = _get_or_404(session, ref)
+    return JobOut.model_validate(registry.enqueue_job(state, session, repo, "regenerate", full=True))
+
+
+@router.delete("/{ref}/versions/{number}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}, 409: {}})
+def delete_version(ref: str, number: int, state: ServiceState = Depends(get_state),
+                   session: Session = Depends(get_session)) -> None:
+    """Delete a version (not the active or pinned one)."""
+    _call(versions.delete_version, state, session, _get_or_404(session, ref), number)
+
+
+@router.post("/{ref}/versions/prune", response_model=PruneOut, responses={404: {}})
+def prune_versions(ref: str, body: PruneIn, state: ServiceState = Depends(get_state),
+                   session: Session = Depends(get_session)) -> PruneOut:
+    """Retention policy: keep the newest N versions plus the active and pinned ones."""
+    return PruneOut(deleted=_call(versions.prune, state, session, _get_or_404(session, ref), body.keep))
+
+
+@router.post("/{ref}/webhook-secret", response_model=SecretOut, responses={404: {}})
+def rotate_secret(ref: str, session: Session = Depends(get_session)) -> SecretOut:
+    """Rotate the webhook secret; the new one is shown once."""
+    return SecretOut(webhook_secret=versions.rotate_secret(session, _get_or_404(session, ref)))

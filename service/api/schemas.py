@@ -78,3 +78,19 @@ class HealthOut(BaseModel):
     redis: dict[str, Any]
     engine: dict[str, Any]
     queue: dict[str, Any]
+
+
+class RollbackIn(BaseModel):
+    version: int | None = Field(None, ge=1, description="Target version; default: the one before the active one.")
+
+
+class PruneIn(BaseModel):
+    keep: int = Field(..., ge=1, description="How many of the newest versions to keep (active/pinned always kept).")
+
+
+class PruneOut(BaseModel):
+    deleted: list[int]
+
+
+class SecretOut(BaseModel):
+    webhook_secret: str

@@ -1,21 +1,32 @@
-"""The ingest/regenerate job: clone or fetch -> extract context -> generate and store the adapter."""
+"""Ingest and regenerate jobs: clone or fetch -> extract (incrementally when possible) -> adapter version."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from service import locks
 from service.db.models import Job, Repository
-from service.gitops import CloneError, RepoURLError, clone, normalize_repo_url
+from service.gitops import CloneError, RepoURLError, clone, fetch_and_checkout, normalize_repo_url
 from service.jobs.runner import JobError, Reporter
 
 if TYPE_CHECKING:
     from service.state import ServiceState
 
+log = logging.getLogger(__name__)
+
+
+def workspace(state: "ServiceState", repo_id: int) -> Path:
+    """A repository's workspace: `checkout/` and the saved `context.json`."""
+    return Path(state.settings.workspace_dir) / str(repo_id)
+
 
 def checkout_dir(state: "ServiceState", repo_id: int) -> Path:
     """Where a repository's working tree lives."""
-    return Path(state.settings.workspace_dir) / str(repo_id) / "checkout"
+    return workspace(state, repo_id) / "checkout"
 
 
 def _set_repo(state: "ServiceState", repo_id: int, **fields: object) -> Repository:
@@ -30,23 +41,75 @@ def _set_repo(state: "ServiceState", repo_id: int, **fields: object) -> Reposito
         return repo
 
 
+def _load_context(state: "ServiceState", repo_id: int, commit: str) -> Any | None:
+    """The saved context of `commit`, if the workspace has it."""
+    from hypernet.context import RepoContext
+
+    path = workspace(state, repo_id) / "context.json"
+    try:
+        saved = json.loads(path.read_text())
+        if saved.get("commit") != commit:
+            return None
+        return RepoContext.from_json(saved["context"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _save_context(state: "ServiceState", repo_id: int, commit: str, ctx: Any) -> None:
+    path = workspace(state, repo_id) / "context.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"commit": commit, "context": ctx.to_json()}))
+    os.replace(tmp, path)
+
+
 def run_ingest(state: "ServiceState", job: Job, report: Reporter) -> str:
-    """Clone the repository at its branch head, then build its adapter version."""
+    """Bring the checkout to the branch head, extract its context and build the adapter version."""
     if job.repository_id is None:
         raise JobError("job has no repository")
-    repo = _set_repo(state, job.repository_id, status="cloning", status_message=None)
-    settings = state.settings
-    report(0.05, f"cloning {repo.url}")
+    repo_id, settings = job.repository_id, state.settings
+    report(0.01, "waiting for the repository lock")
+    if not locks.acquire(state.sessions, repo_id, job.id, ttl_s=settings.job_lock_ttl_s,
+                         wait_s=settings.job_lock_ttl_s):
+        raise JobError("repository is busy: another job held its lock for too long")
     try:
-        url = normalize_repo_url(repo.url, allow_local=settings.allow_local_repos)
-        sha = clone(url, checkout_dir(state, repo.id), branch=repo.branch or None,
-                    timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes)
-    except (CloneError, RepoURLError) as exc:
-        raise JobError(str(exc)) from exc
-    _set_repo(state, repo.id, last_commit=sha, status="extracting")
-    report(0.3, f"cloned at {sha[:12]}")
+        return _ingest_locked(state, job, repo_id, report)
+    finally:
+        locks.release(state.sessions, repo_id, job.id)
+
+
+def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter) -> str:
+    from hypernet.context import changes_between, extract_repo, update_context
 
     from service.adapters import build_adapter_version
 
-    version = build_adapter_version(state, repo.id, checkout_dir(state, repo.id), sha, report)
+    settings = state.settings
+    repo = _set_repo(state, repo_id, status="cloning" if repo_id and job.kind == "ingest" else "fetching")
+    checkout = checkout_dir(state, repo_id)
+    try:
+        url = normalize_repo_url(repo.url, allow_local=settings.allow_local_repos)
+        previous_ctx = None
+        if (checkout / ".git").exists() and repo.last_commit:
+            report(0.05, f"fetching {repo.branch or 'default branch'}")
+            old, sha = fetch_and_checkout(url, checkout, branch=repo.branch or None,
+                                          timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes)
+            previous_ctx = _load_context(state, repo_id, old)
+        else:
+            report(0.05, f"cloning {repo.url}")
+            old, sha = None, clone(url, checkout, branch=repo.branch or None,
+                                   timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes)
+    except (CloneError, RepoURLError) as exc:
+        raise JobError(str(exc)) from exc
+    _set_repo(state, repo_id, last_commit=sha, status="extracting")
+    report(0.3, f"at commit {sha[:12]}")
+
+    full = bool(job.params.get("full")) or previous_ctx is None or old is None
+    if full:
+        report(0.35, "extracting repository context")
+        ctx = extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
+    else:
+        changes = changes_between(checkout, old, sha)
+        report(0.35, f"re-extracting {len(changes)} changed files")
+        ctx = update_context(previous_ctx, checkout, changes)
+    _save_context(state, repo_id, sha, ctx)
+    version = build_adapter_version(state, repo_id, ctx, sha, report)
     return f"adapter version {version.version} ready (commit {sha[:12]})"

@@ -1,0 +1,116 @@
+"""/webhooks/github and /webhooks/gitlab: verified pushes queue adapter regeneration."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
+from pydantic import BaseModel
+from sqlalchemy.orm import Session
+
+from service import webhooks as wh
+from service.api.deps import get_session, get_state
+from service.state import ServiceState
+
+router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+
+
+class WebhookResult(BaseModel):
+    event: str
+    outcome: str
+    repositories: list[int] = []
+    jobs: list[str] = []
+
+
+def _json(body: bytes) -> dict[str, Any]:
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not JSON") from exc
+    if not isinstance(payload, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body must be a JSON object")
+    return payload
+
+
+def _handle(state: ServiceState, session: Session, response: Response, provider: str, event_name: str,
+            delivery: str | None, payload: dict[str, Any], verified: list[Any],
+            event: wh.PushEvent | None) -> WebhookResult:
+    key = f"{provider}:{delivery}" if delivery else None
+    done = wh.seen_delivery(session, key)
+    if done is not None:
+        return WebhookResult(event=event_name, outcome=f"duplicate delivery ({done.outcome})",
+                             repositories=[done.repository_id] if done.repository_id else [],
+                             jobs=[done.job_id] if done.job_id else [])
+    if event is None:
+        response.status_code = status.HTTP_200_OK
+        return WebhookResult(event=event_name, outcome="pong", repositories=[r.id for r in verified])
+    targets = [r for r in verified if wh.tracks_branch(r, event)]
+    if not targets:
+        response.status_code = status.HTTP_202_ACCEPTED
+        outcome = f"ignored: no registered repository tracks branch {event.branch!r}"
+        wh.record_delivery(session, key, verified[0].id, event_name, outcome, None)
+        return WebhookResult(event=event_name, outcome=outcome)
+    jobs, outcomes = [], []
+    for repo in targets:
+        job, outcome = wh.schedule_push(state, session, repo, event)
+        outcomes.append(outcome)
+        if job is not None:
+            jobs.append(job.id)
+    outcome = "; ".join(sorted(set(outcomes)))
+    wh.record_delivery(session, key, targets[0].id, event_name, outcome, jobs[0] if jobs else None)
+    return WebhookResult(event=event_name, outcome=outcome, repositories=[r.id for r in targets], jobs=jobs)
+
+
+@router.post("/github", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
+             responses={400: {}, 401: {}, 404: {}})
+async def github(request: Request, response: Response, state: ServiceState = Depends(get_state),
+                 session: Session = Depends(get_session),
+                 x_github_event: str = Header(""), x_hub_signature_256: str | None = Header(None),
+                 x_github_delivery: str | None = Header(None)) -> WebhookResult:
+    """GitHub push/ping webhook, signed with the repository's secret (`X-Hub-Signature-256`)."""
+    body = await request.body()
+    payload = _json(body)
+    if x_github_event not in ("push", "ping"):
+        return WebhookResult(event=x_github_event or "unknown", outcome="ignored: only push and ping are handled")
+    repo_info = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
+    urls = [u for u in (repo_info.get(k) for k in ("clone_url", "html_url", "ssh_url", "git_url")) if isinstance(u, str)]
+    candidates = wh.repos_for_urls(session, urls)
+    if not candidates:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered repository has this URL")
+    verified = [r for r in candidates if wh.verify_github(r.webhook_secret, body, x_hub_signature_256)]
+    if not verified:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or missing X-Hub-Signature-256")
+    event = None
+    if x_github_event == "push":
+        try:
+            event = wh.parse_github_push(payload)
+        except ValueError as exc:
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    return _handle(state, session, response, "github", x_github_event, x_github_delivery, payload, verified, event)
+
+
+@router.post("/gitlab", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
+             responses={400: {}, 401: {}, 404: {}})
+async def gitlab(request: Request, response: Response, state: ServiceState = Depends(get_state),
+                 session: Session = Depends(get_session),
+                 x_gitlab_event: str = Header(""), x_gitlab_token: str | None = Header(None),
+                 x_gitlab_event_uuid: str | None = Header(None)) -> WebhookResult:
+    """GitLab push webhook, authenticated by the repository's secret in `X-Gitlab-Token`."""
+    body = await request.body()
+    payload = _json(body)
+    if x_gitlab_event != "Push Hook":
+        return WebhookResult(event=x_gitlab_event or "unknown", outcome="ignored: only Push Hook is handled")
+    project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
+    urls = [u for u in (project.get(k) for k in ("git_http_url", "web_url", "git_ssh_url")) if isinstance(u, str)]
+    candidates = wh.repos_for_urls(session, urls)
+    if not candidates:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered repository has this URL")
+    verified = [r for r in candidates if wh.verify_gitlab(r.webhook_secret, x_gitlab_token)]
+    if not verified:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or missing X-Gitlab-Token")
+    try:
+        event = wh.parse_gitlab_push(payload)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
+    return _handle(state, session, response, "gitlab", x_gitlab_event, x_gitlab_event_uuid, payload, verified, event)
