@@ -32,6 +32,12 @@ def extract_bytes(path: str, data: bytes) -> FileFacts | str:
     )
     if lang == "python":
         extract_python(path, data, facts)
+    elif lang == "gomod":
+        # go.mod has no tree-sitter grammar installed; its `module` directive is one plain line.
+        for line in data.decode("utf-8", "replace").splitlines():
+            if line.strip().startswith("module "):
+                facts.module = line.split(None, 1)[1].strip().strip('"')
+                break
     else:
         extract_generic(lang, path, data, facts)
     return facts

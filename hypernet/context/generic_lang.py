@@ -155,11 +155,14 @@ _JS_DEFS = """
 (call_expression function: (identifier) @call)
 (call_expression function: (member_expression property: (property_identifier) @call))
 (new_expression constructor: (identifier) @call)
-(class_heritage (identifier) @type)
 (lexical_declaration (variable_declarator name: (identifier) @const.name)) @const
 (ERROR) @error
 """
+_JS_ONLY = """
+(class_heritage (identifier) @type)
+"""
 _TS_EXTRA = """
+(extends_clause value: (identifier) @type)
 (abstract_class_declaration name: (_) @name) @def.class
 (interface_declaration name: (_) @name) @def.interface
 (type_alias_declaration name: (_) @name) @def.type
@@ -226,7 +229,7 @@ def _go_type_kind(node: Node) -> str:
 
 
 SPECS: dict[str, Spec] = {
-    "javascript": Spec(_JS_DEFS, _JS_FUNCS, _JS_CONTAINERS, _js_imports, _js_exported),
+    "javascript": Spec(_JS_DEFS + _JS_ONLY, _JS_FUNCS, _JS_CONTAINERS, _js_imports, _js_exported),
     "typescript": Spec(_JS_DEFS + _TS_EXTRA, _JS_FUNCS, _JS_CONTAINERS, _js_imports, _js_exported),
     "tsx": Spec(_JS_DEFS + _TS_EXTRA, _JS_FUNCS, _JS_CONTAINERS, _js_imports, _js_exported),
     "go": Spec(_GO, frozenset({"function_declaration", "method_declaration", "func_literal"}), {}, _go_imports,
@@ -269,7 +272,10 @@ def _signature(node: Node) -> str:
             return f"type {decode(node.child_by_field_name('name').text)} {t.type.split('_')[0]}"
         return clip("type " + one_line(node.text), 200)
     end = body.start_byte if body is not None else node.end_byte
-    text = one_line(node.text[: end - node.start_byte]).rstrip(" ;{=>")
+    text = one_line(node.text[: end - node.start_byte])
+    for suffix in ("=>", "{", "=", ";"):
+        if text.endswith(suffix):
+            text = text[: -len(suffix)].rstrip()
     if node.type == "variable_declarator":
         text += " =>"
     return clip(text, 300)
@@ -426,7 +432,7 @@ def extract_generic(lang: str, path: str, src: bytes, facts: FileFacts) -> None:
         name = decode(node.text)
         uses[name] = uses.get(name, 0) + 1
     for imp in facts.imports:
-        if imp.name and imp.name != "*":
+        if imp.name and imp.name not in ("*", "default"):
             uses[imp.name] = uses.get(imp.name, 0) + 1
     facts.imports.sort(key=lambda i: (i.line, i.module, i.name or ""))
     const_nodes = caps.get("const", ())

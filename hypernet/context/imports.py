@@ -31,6 +31,7 @@ class ImportIndex:
     dirs: dict[str, list[str]] = field(default_factory=dict)  # dir -> files (Go packages)
     java_by_name: dict[str, list[str]] = field(default_factory=dict)  # `Foo` -> paths of Foo.java
     java_dir_suffixes: set[str] = field(default_factory=set)  # every suffix of every Java dir
+    go_modules: list[tuple[str, str]] = field(default_factory=list)  # (module path, go.mod dir), longest first
 
 
 def build_index(files: dict[str, FileFacts]) -> ImportIndex:
@@ -62,6 +63,8 @@ def build_index(files: dict[str, FileFacts]) -> ImportIndex:
     for p, f in files.items():
         if f.language == "go":
             idx.dirs.setdefault(p.rsplit("/", 1)[0] if "/" in p else "", []).append(p)
+        elif f.language == "gomod" and f.module:
+            idx.go_modules.append((f.module, p.rsplit("/", 1)[0] if "/" in p else ""))
         elif f.language == "java":
             d, _, name = p.rpartition("/")
             idx.java_by_name.setdefault(name[:-5], []).append(p)
@@ -69,6 +72,7 @@ def build_index(files: dict[str, FileFacts]) -> ImportIndex:
             idx.java_dir_suffixes.update("/".join(segs[i:]) for i in range(len(segs)))
     for v in (*idx.dirs.values(), *idx.java_by_name.values()):
         v.sort()
+    idx.go_modules.sort(key=lambda m: (-len(m[0]), m))
     return idx
 
 
@@ -93,13 +97,13 @@ def classify(f: FileFacts, imp: Import, idx: ImportIndex) -> tuple[str, list[str
             return "stdlib", []
         return "third_party", []
     if lang == "go":
-        parts = imp.module.split("/")
-        if "." not in parts[0]:
+        m = imp.module
+        for mod, base in idx.go_modules:
+            if m == mod or m.startswith(mod + "/"):
+                d = "/".join(x for x in (base, m[len(mod) + 1:]) if x)
+                return "internal", idx.dirs.get(d, [])
+        if "." not in m.split("/", 1)[0]:
             return "stdlib", []
-        for k in range(len(parts), 0, -1):
-            d = "/".join(parts[-k:])
-            if d in idx.dirs:
-                return "internal", idx.dirs[d]
         return "third_party", []
     if lang == "rust":
         top = imp.module.split("::", 1)[0] if imp.module else (imp.name or "")

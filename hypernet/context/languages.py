@@ -37,6 +37,8 @@ _GRAMMARS: dict[str, tuple[str, str]] = {
 
 def language_for(path: str) -> str | None:
     """Language name for a path (by extension), or None when unsupported."""
+    if path == "go.mod" or path.endswith("/go.mod"):
+        return "gomod"  # read only for its module path, which tells internal Go imports apart
     dot = path.rfind(".")
     return EXTENSIONS.get(path[dot:].lower()) if dot >= 0 else None
 
