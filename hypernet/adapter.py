@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 _PREFIX = "base_model.model."
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe later on.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 # module path -> (A [r, in], B [out, r]); the generator's output and the writer's input.
 LoraTensors = dict[str, tuple["torch.Tensor", "torch.Tensor"]]
@@ -106,6 +109,7 @@ def write_adapter(
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp.", dir=final.parent))
     try:
+        make_shareable(tmp)
         for name, data in ((CONFIG_NAME, config), (WEIGHTS_NAME, weights)):
             with open(tmp / name, "wb") as fh:
                 fh.write(data)
@@ -121,6 +125,11 @@ def write_adapter(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return AdapterFiles(final, digest, len(config) + len(weights))
+
+
+def make_shareable(path: Path) -> None:
+    """Give a temp folder or file (0700/0600) the umask's usual permissions: vLLM may read it as another user."""
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_UMASK)
 
 
 def _hash_parts(config: bytes, weights: bytes) -> str:

@@ -82,6 +82,8 @@ def prepare_bundled(cache_dir: Path | None = None, *, force: bool = False) -> Pa
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from hypernet.adapter import make_shareable
+
     gguf = bundled_gguf_path()
     config = AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -104,6 +106,8 @@ def prepare_bundled(cache_dir: Path | None = None, *, force: bool = False) -> Pa
     try:
         fresh.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        for item in (tmp, *tmp.iterdir()):  # other users (a vLLM process) read the prepared model
+            make_shareable(item)
         (tmp / _PREPARED_MARKER).write_text(json.dumps({"source": str(gguf), "dtype": "bfloat16"}, indent=1))
         if target.exists():
             shutil.rmtree(target)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +42,22 @@ def bundled_sentence_encoder_dir() -> Path:
 
 
 class SentenceEncoder:
-    """Frozen MiniLM: texts -> L2-normalised mean-pooled 384-d vectors (as sentence-transformers computes them)."""
+    """Frozen MiniLM: texts -> L2-normalised mean-pooled 384-d vectors (as sentence-transformers computes them).
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *, max_length: int = 128,
-                 batch_size: int = 64) -> None:
+    Vectors are memoised per text (bounded LRU): a regenerated adapter after a push re-embeds only the items
+    that changed, which is what keeps the pooled path cheap on CPU.
+    """
+
+    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *, max_length: int = 64,
+                 batch_size: int = 16, cache_size: int = 16384) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.batch_size = batch_size
         self.dim = int(model.config.hidden_size)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path | None = None, device: str = "cpu", **kwargs: Any) -> "SentenceEncoder":
@@ -58,13 +68,27 @@ class SentenceEncoder:
         folder = path or bundled_sentence_encoder_dir()
         return cls(AutoModel.from_pretrained(folder).to(device), AutoTokenizer.from_pretrained(folder), **kwargs)
 
-    @torch.inference_mode()
     def embed(self, texts: list[str]) -> torch.Tensor:
-        """[N, dim] unit vectors; batches are formed from length-sorted texts to cut padding."""
-        if not texts:
-            return torch.zeros(0, self.dim)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        """[N, dim] unit vectors, from the memo where possible."""
+        with self._lock:
+            known = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in known:
+                self._cache.move_to_end(t)
+        todo = list(dict.fromkeys(t for t in texts if t not in known))
+        fresh = dict(zip(todo, self._embed_uncached(todo)))
+        with self._lock:
+            self._cache.update(fresh)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        vectors = known | fresh
+        return torch.stack([vectors[t] for t in texts]) if texts else torch.zeros(0, self.dim)
+
+    @torch.inference_mode()
+    def _embed_uncached(self, texts: list[str]) -> torch.Tensor:
+        # Each text is encoded alone-equivalently (padding is masked), so memoised and fresh vectors agree;
+        # length-sorted batches cut the padding work.
         out = torch.empty(len(texts), self.dim)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
         device = next(self.model.parameters()).device
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
@@ -82,6 +106,12 @@ class SentenceEncoder:
         if vectors.shape[0] == 0:
             return torch.zeros(2 * self.dim)
         return torch.cat([vectors.mean(0), vectors.max(0).values])
+
+
+@lru_cache(maxsize=4)
+def shared_sentence_encoder(path: Path | None = None, device: str = "cpu") -> SentenceEncoder:
+    """One frozen sentence encoder per (folder, device) per process: generators share it instead of reloading."""
+    return SentenceEncoder.load(path, device=device)
 
 
 class TokenEncoder:

@@ -18,7 +18,7 @@ from hypernet.basemodel import (
     resolve_model_dir,
 )
 from hypernet.checkpoint import load_checkpoint, version_id
-from hypernet.encoder import ContextEncoder, EncodedContext, SentenceEncoder, TokenEncoder
+from hypernet.encoder import ContextEncoder, EncodedContext, TokenEncoder, shared_sentence_encoder
 from hypernet.model import Code2LoRAHypernet, HypernetConfig
 
 if TYPE_CHECKING:
@@ -91,7 +91,7 @@ class AdapterGenerator:
 
 
 def _build_encoder(config: HypernetConfig, model_dir: Path, device: str, sentence_path: Path | None) -> ContextEncoder:
-    sentence = SentenceEncoder.load(sentence_path, device=device) if config.use_sentence else None
+    sentence = shared_sentence_encoder(sentence_path, device) if config.use_sentence else None
     tokens = None
     if config.use_tokens:
         tokenizer = load_tokenizer(model_dir)

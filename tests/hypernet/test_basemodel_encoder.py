@@ -87,3 +87,12 @@ def test_token_path_reads_base_embeddings_and_hidden_states(tiny_model_dir):
         TokenEncoder(tokenizer, source="hidden")
     encoded = ContextEncoder(tokens=by_embedding).encode(items=["x"], api_text="abc")
     assert encoded.pooled is None and encoded.tokens.shape == (3, 64)
+
+
+def test_memoised_vectors_equal_fresh_ones(sentence):
+    items = ["def alpha(x)", "class Beta: gamma, delta and a much longer description of it", "epsilon()"]
+    first = sentence.embed(items[:2])
+    assert items[0] in sentence._cache
+    fresh = SentenceEncoder(sentence.model, sentence.tokenizer).embed(items)
+    torch.testing.assert_close(sentence.embed(items), fresh, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(first, fresh[:2], rtol=1e-5, atol=1e-6)
