@@ -101,10 +101,15 @@ def delete_repo(state: ServiceState, session: Session, repo: Repository) -> None
         if not still_used:
             state.cache.delete(sha)
             shutil.rmtree(path, ignore_errors=True)
-        if state.serving_engine is not None:
-            try:
-                state.serving_engine.unload_repo(repo_id)
-            except Exception:  # noqa: BLE001 - the engine evicts by LRU anyway
-                pass
     state.cache.set_active(repo_id, None)
     shutil.rmtree(Path(state.settings.workspace_dir) / str(repo_id), ignore_errors=True)
+
+
+def retry_job(state: ServiceState, session: Session, job: Job) -> Job:
+    """Queue a new job of a failed job's kind and parameters for the same repository; raises Conflict."""
+    if job.status != "failed":
+        raise Conflict(f"job {job.id} is {job.status}; only failed jobs can be retried")
+    repo = session.get(Repository, job.repository_id) if job.repository_id is not None else None
+    if repo is None:
+        raise Conflict(f"job {job.id} has no repository any more")
+    return enqueue_job(state, session, repo, job.kind, **(job.params or {}))

@@ -197,5 +197,26 @@ def service_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("service-model")
     tiny_llama(0).save_pretrained(path)
-    _byte_tokenizer().save_pretrained(path)
+    tok = _byte_tokenizer()
+    tok.chat_template = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}<s>assistant: {% endif %}")
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def service_checkpoint(service_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hypernet checkpoint whose B head is moved off zero, so different repositories get different adapters."""
+    import torch
+
+    from hypernet.checkpoint import save_checkpoint
+    from hypernet.generator import AdapterGenerator
+
+    gen = AdapterGenerator.load(None, service_model_dir)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(1)
+        gen.hypernet.head_b.weight.normal_(0.0, 0.5)
+        gen.hypernet.head_b.bias.normal_(0.0, 0.5)
+    path = tmp_path_factory.mktemp("service-ckpt") / "hypernet.safetensors"
+    save_checkpoint(gen.hypernet, path)
     return path

@@ -14,7 +14,7 @@ router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-def healthz(response: Response, state: ServiceState = Depends(get_state)) -> HealthOut:
+async def healthz(response: Response, state: ServiceState = Depends(get_state)) -> HealthOut:
     """Liveness and dependencies; 503 when the database is unreachable."""
     try:
         with state.db_engine.connect() as conn:
@@ -25,11 +25,13 @@ def healthz(response: Response, state: ServiceState = Depends(get_state)) -> Hea
     cache = state.cache.health()
     if state.serving_engine is not None:
         try:
-            engine = {"kind": state.settings.engine, **state.serving_engine.health()}
+            h = await state.serving_engine.health()
+            engine = {"kind": state.settings.engine, "ok": h.ok, "detail": h.detail,
+                      "loaded": state.serving_engine.loaded()}
         except Exception as exc:  # noqa: BLE001
             engine = {"kind": state.settings.engine, "ok": False, "error": str(exc)}
     else:
-        engine = {"kind": state.settings.engine, "ok": True, "loaded": False}
+        engine = {"kind": state.settings.engine, "ok": state.settings.engine == "none", "loaded": []}
     try:
         queue = {"kind": state.settings.queue, "ok": True, "depth": state.queue.depth()}
     except Exception as exc:  # noqa: BLE001

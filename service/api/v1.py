@@ -1,0 +1,107 @@
+"""OpenAI-compatible routes: /v1/completions, /v1/chat/completions, /v1/models (one adapter per repository)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import select
+
+from service.api.auth import require_api_key
+from service.api.deps import get_state
+from service.api.openai import serving
+from service.api.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
+from service.db.models import AdapterVersion, Repository
+from service.engines.base import AdapterRef
+from service.engines.errors import EngineError
+from service.metrics import ADAPTER_REQUESTS
+from service.serving import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
+from service.state import ServiceState
+
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+
+
+def openai_error(status: int, message: str, err_type: str, param: str | None = None,
+                 headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+    """A JSON response in OpenAI's error shape."""
+    body = serving.error_response(message, err_type, status, param).model_dump(mode="json")
+    body["error"].update(extra)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _resolve(state: ServiceState, model: str) -> Resolved | JSONResponse:
+    with state.sessions() as session:
+        try:
+            return resolve_model(state, session, model)
+        except ModelNotFound as exc:
+            return openai_error(404, str(exc), "NotFoundError", "model")
+        except AdapterNotReady as exc:
+            return openai_error(409, str(exc), "adapter_not_ready", "model", job=exc.job)
+        except FileNotFoundError as exc:
+            return openai_error(503, f"adapter artifact unavailable: {exc}", "service_unavailable",
+                                headers={"Retry-After": "5"})
+
+
+async def _run(state: ServiceState, request: CompletionRequest | ChatCompletionRequest, chat: bool) -> Any:
+    engine = state.serving_engine
+    if engine is None:
+        return openai_error(503, "no inference engine is configured (CODE2LORA_ENGINE=none)", "service_unavailable",
+                            headers={"Retry-After": "30"})
+    resolved = _resolve(state, request.model)
+    if isinstance(resolved, JSONResponse):
+        return resolved
+    adapter = AdapterRef(resolved.adapter_id, resolved.path) if resolved.adapter_id else None
+    ADAPTER_REQUESTS.labels(resolved.adapter_id or BASE_MODEL_ID).inc()
+    try:
+        if chat:
+            result = await serving.create_chat_completion(request, engine, adapter, model_name=resolved.model_name)
+        else:
+            result = await serving.create_completion(request, engine, adapter, model_name=resolved.model_name)
+    except EngineError as exc:
+        status, body, headers = serving.engine_error_to_http(exc)
+        return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
+    if hasattr(result, "__aiter__"):
+        return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    return result
+
+
+@router.post("/completions")
+async def completions(request: CompletionRequest, state: ServiceState = Depends(get_state)) -> Any:
+    """Text completion with the adapter of the repository named by `model` (`<repo>[@vN]`, or `base`)."""
+    return await _run(state, request, chat=False)
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: ChatCompletionRequest, state: ServiceState = Depends(get_state)) -> Any:
+    """Chat completion (the base model's chat template) with the repository's adapter."""
+    return await _run(state, request, chat=True)
+
+
+@router.get("/models", response_model=ModelList)
+def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
+    """The base model, every repository with a servable adapter, and each of its ready versions."""
+    cards = [ModelCard(id=BASE_MODEL_ID, root=str(state.settings.base_model_path or "bundled"))]
+    with state.sessions() as session:
+        for repo in session.scalars(select(Repository).order_by(Repository.id)):
+            current = repo.pinned_version or repo.active_version
+            if current is None:
+                continue
+            created = int(repo.created_at.timestamp()) if repo.created_at else int(time.time())
+            cards.append(ModelCard(id=repo.name, created=created, root=f"{repo.name}@v{current}", parent=BASE_MODEL_ID))
+            for v in session.scalars(select(AdapterVersion).where(AdapterVersion.repository_id == repo.id,
+                                                                  AdapterVersion.status == "ready")
+                                     .order_by(AdapterVersion.version)):
+                cards.append(ModelCard(id=f"{repo.name}@v{v.version}", created=int(v.created_at.timestamp()),
+                                       root=v.artifact_path, parent=BASE_MODEL_ID))
+    return ModelList(data=cards)
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard)
+def get_model(model_id: str, state: ServiceState = Depends(get_state)) -> Any:
+    """One model card, or 404 in OpenAI's shape."""
+    for card in list_models(state).data:
+        if card.id == model_id:
+            return card
+    return openai_error(404, f"The model '{model_id}' does not exist", "NotFoundError", "model")
