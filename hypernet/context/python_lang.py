@@ -317,17 +317,20 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
         facts.imports.extend(_imports(node, path))
     uses = facts.uses
     conv = facts.conv
+    # (start byte, kind, statement node, target node); capped only after sorting, because the
+    # capture order of a QueryCursor is not guaranteed to be stable.
+    found: list[tuple[int, str, Node, Node]] = []
     for node in caps.get("call", ()):
         name = decode(node.text)
         uses[name] = uses.get(name, 0) + 1
-        if facts.is_test and name.startswith("assert") and len(facts.assertions) < MAX_ASSERTIONS:
+        if facts.is_test and name.startswith("assert"):
             call = node.parent.parent
             args = call.child_by_field_name("arguments")
             if args is not None and node.parent.child_by_field_name("object") is not None:
                 pos = [a for a in args.named_children if a.type not in ("keyword_argument", "comment")]
                 idx = 0 if name in _UNITTEST_ONE_ARG else 1
                 if len(pos) > idx:
-                    facts.assertions.append(_assertion(call, name, src, path, pos[idx]))
+                    found.append((call.start_byte, name, call, pos[idx]))
     for node in caps.get("type", ()):
         name = decode(node.text)
         uses[name] = uses.get(name, 0) + 1
@@ -340,16 +343,15 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
     if facts.is_test:
         for node in caps.get("assert", ()):
             conv["test_bare_assert"] = conv.get("test_bare_assert", 0) + 1
-            if len(facts.assertions) >= MAX_ASSERTIONS:
-                continue
             expr = node.named_children[0] if node.named_child_count else None
             if expr is None:
                 continue
             target = expr
             if expr.type == "comparison_operator" and expr.named_child_count == 2:
                 target = expr.named_children[1]
-            facts.assertions.append(_assertion(node, "assert", src, path, target))
-        facts.assertions.sort(key=lambda a: (a.line, a.prefix))
+            found.append((node.start_byte, "assert", node, target))
+        found.sort(key=lambda t: (t[0], t[3].start_byte))
+        facts.assertions = [_assertion(stmt, kind, src, path, tgt) for _, kind, stmt, tgt in found[:MAX_ASSERTIONS]]
     for node in caps.get("quote", ()):
         q = node.text.lstrip(b"rRbBuUfF")[:1]
         key = "quote_double" if q == b'"' else "quote_single"

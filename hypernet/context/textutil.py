@@ -67,22 +67,16 @@ def is_test_path(path: str) -> bool:
 def line_style(src: bytes, conv: dict[str, int]) -> None:
     """Add formatting counters (indentation unit, long lines, max line length) to `conv`."""
     lines = src.split(b"\n")
-    lens = [len(x) for x in lines]
+    lens = list(map(len, lines))
     conv["max_line"] = max(lens) if lens else 0
     for limit in (79, 88, 100, 120):
         conv[f"line_over_{limit}"] = sum(1 for n in lens if n > limit)
-    tab = two = four = 0
-    for line in lines:
-        c = line[:1]
-        if c == b"\t":
-            tab += 1
-        elif c == b" ":
-            ind = len(line) - len(line.lstrip(b" "))
-            if ind % 4 == 0:
-                four += 1
-            elif ind % 2 == 0:
-                two += 1
-    conv["indent_tab"], conv["indent_2"], conv["indent_4"] = tab, two, four
+    # Indentation is a style signal, not a count: the first lines of each file are a fair sample.
+    head = lines[:400]
+    conv["indent_tab"] = sum(1 for x in head if x[:1] == b"\t")
+    ind = [len(x) - len(x.lstrip(b" ")) for x in head if x[:1] == b" "]
+    conv["indent_4"] = sum(1 for i in ind if i % 4 == 0)
+    conv["indent_2"] = sum(1 for i in ind if i % 4 == 2)
 
 
 def naming_style(name: str) -> str:
