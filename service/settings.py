@@ -43,6 +43,13 @@ class Settings(BaseSettings):
 
     api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")
 
+    # Admin dashboard (/admin). Passwords may be given plain or as "sha256:<hex>".
+    admin_user: str = Field("admin", description="Dashboard user with full rights.")
+    admin_password: str | None = Field(None, description="Password of admin_user; unset = no admin login.")
+    readonly_user: str = Field("viewer", description="Dashboard user who can look but not act.")
+    readonly_password: str | None = Field(None, description="Password of readonly_user; unset = no read-only login.")
+    session_secret: str | None = Field(None, description="Signs dashboard session cookies; default: random per process.")
+
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":
         self.data_dir = self.data_dir.expanduser().resolve()

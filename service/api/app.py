@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.api import health, jobs, repos, v1, webhooks
+from service.api import admin, health, jobs, repos, v1, webhooks
 from service.settings import Settings, get_settings
 from service.state import ServiceState, build_state
 
@@ -74,4 +74,5 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.include_router(jobs.router)
     app.include_router(webhooks.router)
     app.include_router(v1.router)
+    admin.install(app, settings)
     return app

@@ -1,0 +1,44 @@
+"""The /admin dashboard: server-rendered pages over the same service functions as the REST API."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+
+from fastapi import FastAPI, Request, status
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from service.api.admin import actions, pages
+from service.api.admin.auth import LoginRequired, is_loopback
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+SESSION_COOKIE = "c2l_admin"
+SESSION_MAX_AGE_S = 8 * 3600  # a working day; the signed cookie carries its own expiry
+
+
+async def _login_required(request: Request, exc: Exception) -> Response:
+    # Browsers asking for a page get the login form; scripts and polls get a plain 401.
+    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse(f"/admin/login?next={request.url.path}", status.HTTP_303_SEE_OTHER)
+    return JSONResponse({"detail": "login required"}, status.HTTP_401_UNAUTHORIZED)
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Add the dashboard routes, its static files and the signed-cookie session middleware to `app`."""
+    secret = settings.session_secret
+    if not secret:
+        # Sessions then end with the process; several API replicas need a shared CODE2LORA_SESSION_SECRET.
+        secret = secrets.token_urlsafe(32)
+        if not is_loopback(settings.host):
+            log.warning("CODE2LORA_SESSION_SECRET is not set: dashboard sessions end when this process stops")
+    app.add_middleware(SessionMiddleware, secret_key=secret, session_cookie=SESSION_COOKIE,
+                       max_age=SESSION_MAX_AGE_S, path="/admin", same_site="strict")
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.include_router(pages.router)
+    app.include_router(actions.router)
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")

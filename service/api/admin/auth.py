@@ -1,0 +1,120 @@
+"""Dashboard authentication: an admin and a read-only user from settings, sessions in signed cookies."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request, status
+
+from service.settings import Settings
+
+ADMIN = "admin"
+READONLY = "readonly"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is looking at the dashboard and with which role."""
+
+    user: str
+    role: str
+
+    @property
+    def can_act(self) -> bool:
+        """Whether this principal may post actions."""
+        return self.role == ADMIN
+
+
+class LoginRequired(Exception):
+    """Raised by dependencies when nobody is logged in; turned into a redirect or a 401."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` (the address the service binds to) is loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _digest(secret: str) -> str:
+    return secret if secret.startswith("sha256:") else "sha256:" + hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _accounts(settings: Settings) -> dict[str, tuple[str, str]]:
+    """user -> (role, password digest) for the users that have a password."""
+    accounts: dict[str, tuple[str, str]] = {}
+    if settings.readonly_password:
+        accounts[settings.readonly_user] = (READONLY, _digest(settings.readonly_password))
+    if settings.admin_password:  # admin wins if both users share a name
+        accounts[settings.admin_user] = (ADMIN, _digest(settings.admin_password))
+    return accounts
+
+
+def auth_configured(settings: Settings) -> bool:
+    """Whether any dashboard user has a password."""
+    return bool(settings.admin_password or settings.readonly_password)
+
+
+def open_without_login(settings: Settings) -> bool:
+    """No users configured and bound to loopback: the local operator is admin without a login."""
+    return not auth_configured(settings) and is_loopback(settings.host)
+
+
+def _fingerprint(digest: str) -> str:
+    # Stored in the session so that changing a password ends that user's existing sessions.
+    return hashlib.sha256(b"c2l-session:" + digest.encode()).hexdigest()[:16]
+
+
+def authenticate(settings: Settings, user: str, password: str) -> Principal | None:
+    """The principal for valid credentials, else None (constant-time comparison)."""
+    role, digest = _accounts(settings).get(user, (None, "sha256:"))
+    ok = hmac.compare_digest(_digest(password), digest)
+    return Principal(user, role) if ok and role else None
+
+
+def login(request: Request, principal: Principal) -> None:
+    """Start a session for `principal`; the session is rebuilt so no pre-login value survives."""
+    digest = _accounts(request.app.state.c2l.settings)[principal.user][1]
+    request.session.clear()
+    request.session.update(user=principal.user, role=principal.role, fp=_fingerprint(digest))
+
+
+def logout(request: Request) -> None:
+    """End the session."""
+    request.session.clear()
+
+
+def current_principal(request: Request) -> Principal | None:
+    """The logged-in principal, the implicit local admin on an unconfigured loopback service, or None."""
+    settings: Settings = request.app.state.c2l.settings
+    if open_without_login(settings):
+        return Principal("local", ADMIN)
+    user = request.session.get("user")
+    account = _accounts(settings).get(user) if isinstance(user, str) else None
+    if account is None or request.session.get("role") != account[0]:
+        return None
+    if not hmac.compare_digest(str(request.session.get("fp", "")), _fingerprint(account[1])):
+        return None
+    return Principal(user, account[0])
+
+
+def require_viewer(request: Request) -> Principal:
+    """Any logged-in principal; raises LoginRequired otherwise."""
+    principal = current_principal(request)
+    if principal is None:
+        raise LoginRequired()
+    return principal
+
+
+def require_admin(request: Request) -> Principal:
+    """A principal allowed to act; 403 for the read-only role."""
+    principal = require_viewer(request)
+    if not principal.can_act:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "the read-only role cannot change anything")
+    return principal

@@ -1,0 +1,46 @@
+"""A tiny server-side SVG line plot (eval loss across adapter versions): no JS, no plotting library."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from markupsafe import Markup
+
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 360, 140, 46, 12, 12, 26
+
+
+def line_plot_svg(points: Sequence[tuple[int, float]], label: str = "eval loss") -> Markup:
+    """An inline SVG of `(version, value)` points; empty Markup when there are none."""
+    if not points:
+        return Markup("")
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    x0, x1 = min(xs), max(xs)
+    y0, y1 = min(ys), max(ys)
+    if x0 == x1:
+        x0, x1 = x0 - 1, x1 + 1
+    if y0 == y1:  # a flat line still needs a visible band
+        y0, y1 = y0 - 0.5, y1 + 0.5
+
+    def sx(x: float) -> float:
+        return PAD_L + (x - x0) / (x1 - x0) * (W - PAD_L - PAD_R)
+
+    def sy(y: float) -> float:
+        return PAD_T + (y1 - y) / (y1 - y0) * (H - PAD_T - PAD_B)
+
+    coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+    dots = "".join(
+        f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"><title>v{x}: {y:.4g}</title></circle>' for x, y in points)
+    ticks = "".join(
+        f'<text x="{sx(x):.1f}" y="{H - 8}" text-anchor="middle">v{x}</text>' for x in sorted(set(xs)))
+    svg = (
+        f'<svg class="plot" role="img" aria-label="{escape(label)} per version" viewBox="0 0 {W} {H}" '
+        f'width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">'
+        f'<line class="axis" x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}"/>'
+        f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}"/>'
+        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" text-anchor="end">{y1:.3g}</text>'
+        f'<text x="{PAD_L - 4}" y="{H - PAD_B}" text-anchor="end">{y0:.3g}</text>'
+        f'<polyline points="{coords}"/>{dots}{ticks}</svg>'
+    )
+    return Markup(svg)
