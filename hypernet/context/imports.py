@@ -32,6 +32,7 @@ class ImportIndex:
     java_by_name: dict[str, list[str]] = field(default_factory=dict)  # `Foo` -> paths of Foo.java
     java_dir_suffixes: set[str] = field(default_factory=set)  # every suffix of every Java dir
     go_modules: list[tuple[str, str]] = field(default_factory=list)  # (module path, go.mod dir), longest first
+    root_package: str = ""  # when the checkout root is itself a package (has __init__.py): its import name
 
 
 def build_index(files: dict[str, FileFacts]) -> ImportIndex:
@@ -60,6 +61,10 @@ def build_index(files: dict[str, FileFacts]) -> ImportIndex:
         idx.py_by_import_name.setdefault(name, p)
         top = name.split(".", 1)[0]
         (idx.py_packages if "." in name or p.endswith("__init__.py") else idx.py_modules).add(top)
+    if "" in pkg_dirs:
+        idx.root_package = _guess_root_package(files, idx)
+        if idx.root_package:
+            idx.py_packages.add(idx.root_package)
     for p, f in files.items():
         if f.language == "go":
             idx.dirs.setdefault(p.rsplit("/", 1)[0] if "/" in p else "", []).append(p)
@@ -76,6 +81,21 @@ def build_index(files: dict[str, FileFacts]) -> ImportIndex:
     return idx
 
 
+def _guess_root_package(files: dict[str, FileFacts], idx: ImportIndex) -> str:
+    """The root folder's own package name: the non-stdlib first component whose remainder resolves most."""
+    votes: dict[str, int] = {}
+    for f in files.values():
+        if f.language != "python":
+            continue
+        for imp in f.imports:
+            top, _, rest = imp.module.partition(".")
+            if imp.level or top in STDLIB or top in idx.py_packages:
+                continue
+            if (rest and rest in idx.py_by_import_name) or (not rest and imp.name in idx.py_by_import_name):
+                votes[top] = votes.get(top, 0) + 1
+    return max(sorted(votes), key=lambda k: votes[k]) if votes else ""
+
+
 def classify(f: FileFacts, imp: Import, idx: ImportIndex) -> tuple[str, list[str]]:
     """(kind, repository files the import refers to) for one import of file `f`."""
     lang = f.language
@@ -83,8 +103,10 @@ def classify(f: FileFacts, imp: Import, idx: ImportIndex) -> tuple[str, list[str
         if imp.level:
             targets = _first(idx.py_by_root_name, [f"{imp.resolved}.{imp.name}" if imp.name else "", imp.resolved])
             return "internal", targets
-        top = imp.module.split(".", 1)[0]
-        targets = _first(idx.py_by_import_name, [f"{imp.module}.{imp.name}" if imp.name else "", imp.module])
+        top, _, rest = imp.module.partition(".")
+        module = rest if idx.root_package and top == idx.root_package else imp.module
+        targets = _first(idx.py_by_import_name, [f"{module}.{imp.name}" if imp.name and module else imp.name or "",
+                                                 module])
         if top in idx.py_packages or (top not in STDLIB and (top in idx.py_modules or targets)):
             return "internal", targets
         return ("stdlib" if top in STDLIB else "third_party"), []
