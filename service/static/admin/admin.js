@@ -1,6 +1,6 @@
 // Progressive enhancement for the code2lora dashboard: every page works without this file.
 // 1. [data-poll]: refresh a fragment while it reports live jobs (data-live="1");
-//    with data-reload-when-done, reload the page once they finish so new versions appear.
+//    with data-reload-when-done=URL, load URL once they finish so new versions appear.
 // 2. form[data-confirm]: ask before destructive actions.
 (function () {
   "use strict";
@@ -22,7 +22,9 @@
           el.innerHTML = html;
           if (!isLive(el)) {
             clearInterval(timer);
-            if (el.hasAttribute("data-reload-when-done")) window.location.reload();
+            // A GET of the page itself: the current document may be a POST answer (never re-post it).
+            var target = el.getAttribute("data-reload-when-done");
+            if (target) window.location.assign(target);
           }
         })
         .catch(function () { clearInterval(timer); });
