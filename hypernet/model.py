@@ -7,9 +7,10 @@ Shape of the network (small by construction, ~2M parameters for SmolLM2-135M):
   h = h + MLP(h)
   A[l, m] = bound * tanh((head_A(h) @ basis_A[m]) / sqrt(K) / bound)   factorised heads: per-row
   B[l, m] = bound * tanh((head_B(h) @ basis_B[m]) / sqrt(K) / bound)   coefficients over K learned atoms
-On the residual-stream side of each module (A of q/k/v/gate/up, B of o/down) one extra atom per rank row
-is an attention-weighted sum of the context tokens' own embeddings, so an adapter can read or write the
-directions of the repository's identifiers. head_B starts at zero, so an untrained hypernet writes B = 0.
+On the residual-stream side of each module (A of q/k/v/gate/up, B of o/down) `n_context_atoms` extra atoms
+per (layer, module) are attention-weighted sums of the context tokens' own embeddings, so an adapter can read
+or write the directions of the repository's identifiers. head_B starts at zero, so an untrained hypernet
+writes B = 0.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class HypernetConfig:
     use_tokens: bool = True
     token_source: str = "embeddings"  # or "hidden": the base model's last hidden states
     context_atoms: bool = True
+    n_context_atoms: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -122,14 +124,16 @@ class Code2LoRAHypernet(nn.Module):
             self.query_norm = nn.LayerNorm(d)
             self.cross_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
         self.use_context_atoms = c.use_tokens and c.context_atoms
+        n_ctx = c.n_context_atoms if self.use_context_atoms else 0
+        self._n_ctx = n_ctx
         if self.use_context_atoms:
-            self.atom_query = nn.Linear(d, r * c.atom_key_dim)
+            self.atom_query = nn.Linear(d, n_ctx * c.atom_key_dim)
             self.atom_key = nn.Linear(c.hidden_size, c.atom_key_dim)
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.out_norm = nn.LayerNorm(d)
-        # One extra coefficient column per rank row drives the context atom (ignored off the residual side).
-        self.head_a = nn.Linear(d, r * (k + 1))
-        self.head_b = nn.Linear(d, r * (k + 1))
+        # Extra coefficient columns per rank row drive the context atoms (ignored off the residual side).
+        self.head_a = nn.Linear(d, r * (k + n_ctx))
+        self.head_b = nn.Linear(d, r * (k + n_ctx))
         nn.init.zeros_(self.head_b.weight)
         nn.init.zeros_(self.head_b.bias)
         # Unit-norm random atoms: with coefficients ~1/sqrt(K) a row of A has norm ~1, like PEFT's init.
@@ -147,8 +151,13 @@ class Code2LoRAHypernet(nn.Module):
         pooled: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
+        token_log_count: torch.Tensor | None = None,
     ) -> "LoraTensors":
-        """Batched generation: pooled [B, 2*384], tokens [B, T, hidden], mask [B, T] (True = real token)."""
+        """Batched generation: pooled [B, 2*384], tokens [B, T, hidden], mask [B, T] (True = real token).
+
+        `token_log_count` [B, T] (optional) is added to every attention logit over the tokens: a row standing
+        for n identical tokens with log n attends exactly like the n copies (see `generate`).
+        """
         c, r, k = self.config, self.config.rank, self.config.n_atoms
         batch = _batch_size(pooled, tokens)
         h = (self.layer_emb(self._slot_layer) + self.module_emb(self._slot_type)).unsqueeze(0).expand(batch, -1, -1)
@@ -162,53 +171,71 @@ class Code2LoRAHypernet(nn.Module):
                 raise ValueError("this hypernet was built with the token path: pass tokens")
             raw_tokens = self.token_norm(tokens.float())
             memory = self.token_proj(raw_tokens)
-            pad = None if token_mask is None else ~token_mask.bool()
-            attended, _ = self.cross_attn(self.query_norm(h), memory, memory, key_padding_mask=pad, need_weights=False)
+            bias = _key_bias(token_mask, token_log_count, tokens)  # [B, T]
+            attn_mask = None
+            if bias is not None:  # float mask [B*heads, queries, T], added to the logits
+                attn_mask = bias[:, None, :].expand(-1, h.shape[1], -1).repeat_interleave(c.n_heads, dim=0)
+            attended, _ = self.cross_attn(self.query_norm(h), memory, memory, attn_mask=attn_mask, need_weights=False)
             h = h + attended
         h = self.out_norm(h + self.mlp(h))
-        coef_a = self.head_a(h).view(batch, -1, r, k + 1)
-        coef_b = self.head_b(h).view(batch, -1, r, k + 1)
-        norm = 1.0 / math.sqrt(k + 1)
+        n_ctx = self._n_ctx
+        # 1/sqrt(K + n_ctx) keeps row norms ~1; 1/bound is folded in here, on the small coefficient tensors,
+        # so the large outputs see one matmul, one tanh and one scale.
+        pre = 1.0 / (math.sqrt(k + n_ctx) * c.bound)
+        coef_a = self.head_a(h).view(batch, -1, r, k + n_ctx) * pre
+        coef_b = self.head_b(h).view(batch, -1, r, k + n_ctx) * pre
+        atoms = self._context_atoms(h, raw_tokens, tokens, token_mask, token_log_count) if n_ctx else None
 
         out: LoraTensors = {}
         for mtype, slots in self._slots_of_type.items():
             idx = torch.tensor(slots, device=h.device)
-            ca, cb = coef_a[:, idx], coef_b[:, idx]  # [B, L_m, r, K+1]
-            a = ca[..., :k] @ self.basis_a[mtype]  # [B, L_m, r, in]
-            b = cb[..., :k] @ self.basis_b[mtype]  # [B, L_m, r, out]
-            if self.use_context_atoms and mtype in READS_RESIDUAL | WRITES_RESIDUAL:
-                atoms = self._context_atoms(h[:, idx], raw_tokens, tokens, token_mask)  # [B, L_m, r, hidden]
-                if mtype in READS_RESIDUAL:
-                    a = a + ca[..., k:] * atoms
-                else:
-                    b = b + cb[..., k:] * atoms
-            a = _bounded(a * norm, c.bound)
-            b = _bounded(b * norm, c.bound).transpose(-1, -2)  # [B, L_m, out, r]
+            ca, cb = coef_a[:, idx], coef_b[:, idx]  # [B, L_m, r, K + n_ctx]
+            basis_a, basis_b = self.basis_a[mtype], self.basis_b[mtype]
+            if atoms is not None and mtype in READS_RESIDUAL:
+                basis_a = torch.cat([basis_a.expand(batch, len(slots), -1, -1), atoms[:, idx]], dim=2)
+            elif atoms is not None and mtype in WRITES_RESIDUAL:
+                basis_b = torch.cat([basis_b.expand(batch, len(slots), -1, -1), atoms[:, idx]], dim=2)
+            a = ca[..., : basis_a.shape[-2]] @ basis_a  # [B, L_m, r, in]
+            b = cb[..., : basis_b.shape[-2]] @ basis_b  # [B, L_m, r, out]
+            # Linear near zero, saturating at +-bound: no context can write an exploding adapter.
+            a = torch.tanh(a) * c.bound
+            b = (torch.tanh(b) * c.bound).transpose(-1, -2)  # [B, L_m, out, r]
             for j, slot in enumerate(slots):
                 out[self._paths[slot]] = (a[:, j], b[:, j])
         return out
 
     def _context_atoms(
-        self, h: torch.Tensor, normed: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None
+        self, h: torch.Tensor, normed: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor | None,
+        log_count: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Per rank row, a unit-scale mix of the context tokens' own embedding directions."""
+        """Per (layer, module) slot, `n_context_atoms` unit-scale mixes of the context tokens' embedding directions."""
         b, n = h.shape[:2]
-        q = self.atom_query(h).view(b, n, self.config.rank, -1)
+        q = self.atom_query(h).view(b, n * self._n_ctx, -1)
         key = self.atom_key(normed)  # [B, T, dk]
-        scores = torch.einsum("bnrd,btd->bnrt", q, key) / math.sqrt(key.shape[-1])
-        if mask is not None:
-            scores = scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        scores = q @ key.transpose(1, 2) / math.sqrt(key.shape[-1])  # [B, n * n_ctx, T]
+        bias = _key_bias(mask, log_count, tokens)
+        if bias is not None:
+            scores = scores + bias[:, None, :]
         weights = torch.nan_to_num(scores.softmax(-1))  # an all-padding row gives zeros, not NaN
-        return torch.einsum("bnrt,bth->bnrh", weights, F.normalize(tokens.float(), dim=-1))
+        return (weights @ F.normalize(tokens.float(), dim=-1)).view(b, n, self._n_ctx, -1)
 
     @torch.no_grad()
     def generate(
         self, pooled: torch.Tensor | None = None, tokens: torch.Tensor | None = None
     ) -> "LoraTensors":
-        """One adapter for one context (unbatched inputs: pooled [2*384], tokens [T, hidden])."""
+        """One adapter for one context (unbatched inputs: pooled [2*384], tokens [T, hidden]).
+
+        Token vectors carry no position, so identical rows (repeated tokens) are merged into one with a log-count
+        bias: the same attention, a fraction of the work for a 2,048-token API text.
+        """
+        log_count = None
+        if tokens is not None and self.config.use_tokens:
+            tokens, counts = torch.unique(tokens.float(), dim=0, return_counts=True)
+            log_count = counts.float().log().unsqueeze(0)
         out = self(
             None if pooled is None else pooled.unsqueeze(0),
             None if tokens is None else tokens.unsqueeze(0),
+            token_log_count=log_count,
         )
         return {path: (a[0], b[0]) for path, (a, b) in out.items()}
 
@@ -217,9 +244,14 @@ def _unit_rows(rows: int, cols: int) -> torch.Tensor:
     return F.normalize(torch.randn(rows, cols), dim=-1)
 
 
-def _bounded(x: torch.Tensor, bound: float) -> torch.Tensor:
-    # Linear near zero, saturating at +-bound: keeps any context from writing an exploding adapter.
-    return bound * torch.tanh(x / bound)
+def _key_bias(mask: torch.Tensor | None, log_count: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
+    """Additive attention bias over tokens [B, T]: -inf on padding, + log multiplicity on merged rows."""
+    if mask is None and log_count is None:
+        return None
+    bias = torch.zeros(tokens.shape[:2], device=tokens.device) if log_count is None else log_count.float()
+    if mask is not None:
+        bias = bias.masked_fill(~mask.bool(), float("-inf"))
+    return bias
 
 
 def _batch_size(pooled: torch.Tensor | None, tokens: torch.Tensor | None) -> int:
