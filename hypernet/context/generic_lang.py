@@ -464,6 +464,7 @@ def extract_generic(lang: str, path: str, src: bytes, facts: FileFacts) -> None:
         conv[doc_key] = conv.get(doc_key, 0) + 1
     facts.errors = len(caps.get("error", ())) + (1 if root.has_error and not caps.get("error") else 0)
     line_style(src, conv)
+    facts.uses = dict(sorted(uses.items()))  # capture order varies between processes; keep output canonical
 
 
 def _walk_types(node: Node):

@@ -298,6 +298,9 @@ def _assertion(node: Node, kind: str, src: bytes, path: str, target: Node) -> As
             break
         anc = anc.parent
     line_start = src.rfind(b"\n", 0, start.start_byte) + 1
+    floor = target.start_byte - 4 * MAX_PREFIX_CHARS  # never decode more than the cap can keep
+    if floor > line_start:
+        line_start = src.find(b"\n", floor, target.start_byte) + 1 or floor
     prefix = decode(src[line_start : target.start_byte])
     if len(prefix) > MAX_PREFIX_CHARS:
         prefix = prefix[-MAX_PREFIX_CHARS:]
@@ -320,10 +323,12 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
     # (start byte, kind, statement node, target node); capped only after sorting, because the
     # capture order of a QueryCursor is not guaranteed to be stable.
     found: list[tuple[int, str, Node, Node]] = []
+    raw: dict[bytes, int] = {}  # count by raw bytes, decode each distinct name once
     for node in caps.get("call", ()):
-        name = decode(node.text)
-        uses[name] = uses.get(name, 0) + 1
-        if facts.is_test and name.startswith("assert"):
+        b = node.text
+        raw[b] = raw.get(b, 0) + 1
+        if facts.is_test and b.startswith(b"assert"):
+            name = decode(b)
             call = node.parent.parent
             args = call.child_by_field_name("arguments")
             if args is not None and node.parent.child_by_field_name("object") is not None:
@@ -332,8 +337,11 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
                 if len(pos) > idx:
                     found.append((call.start_byte, name, call, pos[idx]))
     for node in caps.get("type", ()):
-        name = decode(node.text)
-        uses[name] = uses.get(name, 0) + 1
+        b = node.text
+        raw[b] = raw.get(b, 0) + 1
+    for b, n in raw.items():
+        name = decode(b)
+        uses[name] = uses.get(name, 0) + n
     for imp in facts.imports:
         if imp.name and imp.name != "*":
             uses[imp.name] = uses.get(imp.name, 0) + 1
@@ -352,11 +360,12 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
             found.append((node.start_byte, "assert", node, target))
         found.sort(key=lambda t: (t[0], t[3].start_byte))
         facts.assertions = [_assertion(stmt, kind, src, path, tgt) for _, kind, stmt, tgt in found[:MAX_ASSERTIONS]]
-    for node in caps.get("quote", ()):
-        q = node.text.lstrip(b"rRbBuUfF")[:1]
-        key = "quote_double" if q == b'"' else "quote_single"
-        conv[key] = conv.get(key, 0) + 1
+    quotes = caps.get("quote", ())
+    double = sum(1 for node in quotes if node.text.endswith(b'"'))
+    conv["quote_double"] = double
+    conv["quote_single"] = len(quotes) - double
     facts.errors = len(caps.get("error", ())) + (1 if root.has_error and not caps.get("error") else 0)
     for name in facts.constants:
         walker._count_name("const", name.name)
     line_style(src, conv)
+    facts.uses = dict(sorted(uses.items()))  # capture order varies between processes; keep output canonical
