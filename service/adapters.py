@@ -130,6 +130,7 @@ def build_adapter_version(
             metrics=json.loads(json.dumps(metrics, default=str)),
         )
         s.add(version)
+        previous = repo.active_version
         if repo.pinned_version is None:
             for v in repo.versions:
                 v.is_active = False
@@ -138,8 +139,11 @@ def build_adapter_version(
         repo.status, repo.status_message = "ready", None
         s.flush()
         s.expunge(version)
-        active = repo.active_version
+        active, repo_name = repo.active_version, repo.name
     state.cache.put(sha, pack_adapter(path))
     state.cache.set_active(repo_id, active)
+    if active == number:
+        state.swap_adapter((f"{repo_name}@v{number}", str(path)),
+                           f"{repo_name}@v{previous}" if previous is not None else None)
     report(0.95, f"version {version.version} stored ({sha[:12]})")
     return version

@@ -27,6 +27,7 @@ class ServiceState:
     cache: AdapterCache
     queue: Any = None  # service.jobs.queue.JobQueue, set by build_state
     serving_engine: Any = None  # service.engines Engine, created lazily
+    loop: Any = None  # the API's event loop, so job threads can drive the async engine
     _generator: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -38,6 +39,30 @@ class ServiceState:
 
                 self._generator = load_generator(self.settings)
             return self._generator
+
+    def swap_adapter(self, load: tuple[str, str] | None, unload: str | None) -> None:
+        """Best effort, from a job thread: load the new active version and drop the old one.
+
+        The engine defers an unload until the rows using that adapter finish, so in-flight requests
+        end on the version they started with. Without an engine in this process (an RQ worker), the
+        API hot-loads the new name on first use and the LRU evicts the old one.
+        """
+        import asyncio
+
+        engine, loop = self.serving_engine, self.loop
+        if engine is None or loop is None or loop.is_closed():
+            return
+
+        async def _swap() -> None:
+            if load is not None:
+                await engine.ensure_loaded(*load)
+            if unload is not None and unload != (load[0] if load else None):
+                await engine.unload(unload)
+
+        try:
+            asyncio.run_coroutine_threadsafe(_swap(), loop).result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - serving falls back to hot-loading on first use
+            log.warning("adapter swap failed (%s); it will hot-load on first use", exc)
 
     def close(self) -> None:
         """Stop the queue and engine and release DB connections."""

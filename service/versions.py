@@ -22,10 +22,15 @@ def get_version(repo: Repository, number: int) -> AdapterVersion:
 
 
 def _activate(state: ServiceState, repo: Repository, number: int | None) -> None:
+    previous = repo.active_version
     for v in repo.versions:
         v.is_active = v.version == number
     repo.active_version = number
     state.cache.set_active(repo.id, number)
+    if number is not None and number != previous:
+        target = get_version(repo, number)
+        state.swap_adapter((f"{repo.name}@v{number}", target.artifact_path),
+                           f"{repo.name}@v{previous}" if previous is not None else None)
 
 
 def pin(state: ServiceState, session: Session, repo: Repository, number: int) -> Repository:

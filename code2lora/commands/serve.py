@@ -36,6 +36,14 @@ def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.
         typer.echo("code2lora worker needs CODE2LORA_REDIS_URL (the embedded default runs jobs in the API).", err=True)
         raise typer.Exit(2)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.jobs.queue import reap_stale_jobs
+    from service.state import build_state
+
+    state = build_state(settings)
+    requeued = reap_stale_jobs(state)
+    if requeued:
+        logging.getLogger("code2lora.worker").info("re-queued %d jobs left by dead workers", len(requeued))
+    state.close()
     conn = redis.Redis.from_url(settings.redis_url)
     # SimpleWorker runs jobs in this process, so the hypernetwork is loaded once, not per job.
     rq.SimpleWorker([rq.Queue(RQ_QUEUE_NAME, connection=conn)], connection=conn).work(burst=burst)

@@ -50,6 +50,9 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         own = state is None
         app.state.c2l = state or build_state(settings)
         c2l = app.state.c2l
+        import asyncio
+
+        c2l.loop = asyncio.get_running_loop()
         if c2l.serving_engine is None and c2l.settings.engine != "none":
             c2l.serving_engine = make_engine(c2l.settings)
             await c2l.serving_engine.start()

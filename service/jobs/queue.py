@@ -96,3 +96,26 @@ def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
         if n:
             log.info("re-queued %d unfinished jobs", n)
     return queue
+
+
+def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3) -> list[str]:
+    """Jobs left `running` by a dead worker (older than the lock TTL) go back to the queue, or fail
+    after `max_attempts`; return the re-queued ids."""
+    import datetime as dt
+
+    from service.db.models import utcnow
+
+    cutoff = utcnow() - dt.timedelta(seconds=state.settings.job_lock_ttl_s)
+    requeued: list[str] = []
+    with state.sessions.begin() as s:
+        stale = s.scalars(select(Job).where(Job.status == "running", Job.started_at < cutoff)).all()
+        for job in stale:
+            if job.attempts >= max_attempts:
+                job.status, job.finished_at = "failed", utcnow()
+                job.error = f"worker died during the job {job.attempts} times; giving up"
+            else:
+                job.status, job.message = "queued", "re-queued: the previous worker died during the job"
+                requeued.append(job.id)
+    for job_id in requeued:
+        state.queue.enqueue(job_id)
+    return requeued

@@ -1,0 +1,73 @@
+"""A worker killed in the middle of a job leaves no half version; the job is re-queued and recovers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_URL, REDIS_URL, pg_available, redis_available, reset_postgres, reset_redis
+
+pytestmark = pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis not reachable")
+
+
+def _worker(env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "code2lora.cli", "worker", "--burst"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path, service_model_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.db.models import AdapterVersion, Job, RepoLock
+    from service.repos import register_repo
+    from service.settings import Settings
+    from service.state import build_state
+
+    reset_postgres(PG_URL)
+    reset_redis(REDIS_URL)
+    env = {**os.environ, "CODE2LORA_DATA_DIR": str(tmp_path / "d"), "CODE2LORA_DATABASE_URL": PG_URL,
+           "CODE2LORA_REDIS_URL": REDIS_URL, "CODE2LORA_QUEUE": "rq", "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
+           "CODE2LORA_ENGINE": "none", "CODE2LORA_BASE_MODEL_PATH": str(service_model_dir),
+           "CODE2LORA_JOB_LOCK_TTL_S": "3", "HF_HUB_OFFLINE": "1"}
+    for k, v in env.items():
+        if k.startswith("CODE2LORA_"):
+            monkeypatch.setenv(k, v)
+    state = build_state(Settings())
+    try:
+        with state.sessions() as s:
+            repo, job, _ = register_repo(state, s, str(sample_repo), None, None, "static")
+        proc = _worker(env)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # kill it once it is past the clone, inside generation
+            with state.sessions() as s:
+                row = s.get(Job, job.id)
+                if row.message and "hypernetwork" in row.message:
+                    break
+            time.sleep(0.05)
+        else:
+            proc.kill()
+            pytest.fail("worker never reached generation")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        with state.sessions() as s:
+            assert s.get(Job, job.id).status == "running"
+            assert s.query(AdapterVersion).count() == 0
+            assert s.get(RepoLock, repo.id) is not None  # held by the dead worker, with expiry
+        artifacts = Path(tmp_path / "d" / "artifacts")
+        assert not artifacts.exists() or [p for p in artifacts.iterdir() if not p.name.startswith(".")] == []
+
+        time.sleep(3.5)  # lock and job go stale
+        proc = _worker(env)  # reaps the stale job on start, then runs it
+        assert proc.wait(180) == 0
+        with state.sessions() as s:
+            done = s.get(Job, job.id)
+            assert done.status == "succeeded" and done.attempts == 2, done.error
+            assert [v.version for v in s.query(AdapterVersion).all()] == [1]
+            assert s.get(RepoLock, repo.id) is None
+    finally:
+        state.close()
