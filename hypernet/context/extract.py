@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import multiprocessing.context
 import os
+import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -57,6 +61,14 @@ def _chunk(args: tuple[str, list[str]]) -> list[FileFacts | str]:
     return [extract_path(Path(root), r) for r in rels]
 
 
+def _mp_context() -> multiprocessing.context.BaseContext:
+    # fork is cheapest, but forking a process that runs threads (a service worker, torch's pools)
+    # can deadlock the child; forkserver starts children from a clean single-threaded server.
+    if threading.active_count() == 1 and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("forkserver")
+
+
 def extract_many(root: Path, rels: list[str], workers: int | None = None) -> list[FileFacts | str]:
     """Extract files in order; uses a process pool for large batches (tree-sitter holds the GIL)."""
     if workers is None:
@@ -67,7 +79,7 @@ def extract_many(root: Path, rels: list[str], workers: int | None = None) -> lis
     n_chunks = workers * 4
     chunks = [rels[i::n_chunks] for i in range(n_chunks)]
     out: list[FileFacts | str | None] = [None] * len(rels)
-    with ProcessPoolExecutor(workers) as ex:
+    with ProcessPoolExecutor(workers, mp_context=_mp_context()) as ex:
         for i, res in enumerate(ex.map(_chunk, [(str(root), c) for c in chunks])):
             for j, r in enumerate(res):
                 out[i + j * n_chunks] = r

@@ -11,7 +11,7 @@ from typing import Any
 
 from hypernet.context.analysis import Analysis, RankedDefinition, analyse
 from hypernet.context.extract import extract_many
-from hypernet.context.model import EXTRACTOR_VERSION, Assertion, FileFacts
+from hypernet.context.model import EXTRACTOR_VERSION, Assertion, FileFacts, Import
 from hypernet.context.walk import walk
 
 
@@ -93,6 +93,15 @@ class RepoContext:
             r for r in self.analysis.ranked
             if (include_private or r.definition.exported) and (include_tests or not files[r.path].is_test)
         ]
+
+    def imports_of(self, path: str) -> list[tuple[Import, str]]:
+        """A file's imports with their kind: stdlib, internal, third_party (or unknown)."""
+        return list(zip(self.files[path].imports, self.analysis.import_kinds[path]))
+
+    @property
+    def references(self) -> dict[str, dict[str, int]]:
+        """path -> {name defined in another repository file: number of uses in this file}."""
+        return self.analysis.references
 
     def api_surface(self) -> dict[str, list[str]]:
         """Public names and signatures per non-test file (honours Python `__all__`)."""

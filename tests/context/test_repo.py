@@ -49,6 +49,9 @@ def test_import_kinds_and_graph(sample_repo: Path) -> None:
     }
     assert a.external == {"stdlib": {"os": 1}, "third_party": {"requests": 1}}
     assert a.references["app.py"] == {"Engine": 3, "run": 3}
+    assert [(i.module, kind) for i, kind in ctx.imports_of("pkg/core.py")] == [
+        ("os", "stdlib"), ("requests", "third_party"), ("pkg.util", "internal")]
+    assert ctx.references["tests/test_core.py"] == {"Engine": 2, "start": 1}
     assert a.references["pkg/core.py"] == {"helper": 2}
 
 
