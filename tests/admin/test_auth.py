@@ -19,9 +19,15 @@ def test_off_loopback_every_page_needs_login(client_for) -> None:  # type: ignor
 
 
 def test_loopback_without_users_is_open_as_admin(client_for) -> None:  # type: ignore[no-untyped-def]
-    client = client_for()  # default host 127.0.0.1, no password configured
-    resp = client.get("/admin", headers=HTML)
+    from fastapi.testclient import TestClient
+
+    started = client_for()  # default host 127.0.0.1, no password configured
+    local = TestClient(started.app, client=("127.0.0.1", 50000))
+    resp = local.get("/admin", headers=HTML)
     assert resp.status_code == 200 and "local · admin" in resp.text
+    # Bound to loopback in the settings, but this request did not come from loopback: no free pass.
+    remote = TestClient(started.app, client=("203.0.113.9", 50000))
+    assert remote.get("/admin", follow_redirects=False).status_code == 401
 
 
 def test_loopback_with_users_still_requires_login(client_for) -> None:  # type: ignore[no-untyped-def]

@@ -61,9 +61,11 @@ def auth_configured(settings: Settings) -> bool:
     return bool(settings.admin_password or settings.readonly_password)
 
 
-def open_without_login(settings: Settings) -> bool:
-    """No users configured and bound to loopback: the local operator is admin without a login."""
-    return not auth_configured(settings) and is_loopback(settings.host)
+def open_without_login(settings: Settings, client_host: str | None) -> bool:
+    """No users configured, bound to loopback, and the request comes from loopback: admin without a login."""
+    # The client check also covers a server started on another address than settings.host
+    # (e.g. `uvicorn --host 0.0.0.0`), where settings alone would wrongly say "loopback".
+    return not auth_configured(settings) and is_loopback(settings.host) and is_loopback(client_host or "")
 
 
 def _fingerprint(digest: str) -> str:
@@ -93,7 +95,7 @@ def logout(request: Request) -> None:
 def current_principal(request: Request) -> Principal | None:
     """The logged-in principal, the implicit local admin on an unconfigured loopback service, or None."""
     settings: Settings = request.app.state.c2l.settings
-    if open_without_login(settings):
+    if open_without_login(settings, request.client.host if request.client else None):
         return Principal("local", ADMIN)
     user = request.session.get("user")
     account = _accounts(settings).get(user) if isinstance(user, str) else None
