@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
     cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")
 
+    json_logs: bool = Field(True, description="Structured JSON log lines (with request ids).")
+    shutdown_grace_s: int = Field(30, ge=1, description="Seconds in-flight requests get on shutdown.")
+
     api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")
 
     # Admin dashboard (/admin). Passwords may be given plain or as "sha256:<hex>".

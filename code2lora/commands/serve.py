@@ -18,9 +18,14 @@ def serve(
     from service.api.app import create_app
     from service.settings import get_settings
 
+    from service.observability import configure_logging
+
     settings = get_settings()
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level)
+    configure_logging(log_level, json_logs=settings.json_logs)
+    # uvicorn finishes in-flight requests on SIGTERM (graceful shutdown), then the lifespan stops
+    # the queue (running jobs finish; queued ones stay in the DB and resume on the next start).
+    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level,
+                log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s)
 
 
 def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.")) -> None:
@@ -35,8 +40,10 @@ def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.
     if not settings.redis_url:
         typer.echo("code2lora worker needs CODE2LORA_REDIS_URL (the embedded default runs jobs in the API).", err=True)
         raise typer.Exit(2)
-    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from service.jobs.queue import reap_stale_jobs
+    from service.observability import configure_logging
+
+    configure_logging("INFO", json_logs=settings.json_logs)
     from service.state import build_state
 
     state = build_state(settings)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, health, jobs, repos, v1, webhooks
+from service.observability import RequestContextMiddleware
 from service.settings import Settings, get_settings
 from service.state import ServiceState, build_state
 
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         lifespan=lifespan,
     )
     _install_openai_errors(app)
+    app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(jobs.router)

@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from service.api.deps import get_state
 from service.api.schemas import HealthOut
+from service.metrics import ENGINE_LOADED, QUEUE_DEPTH
 from service.state import ServiceState
 
 router = APIRouter(tags=["operations"])
@@ -44,6 +45,12 @@ async def healthz(response: Response, state: ServiceState = Depends(get_state)) 
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics() -> Response:
-    """Prometheus text format."""
+def metrics(state: ServiceState = Depends(get_state)) -> Response:
+    """Prometheus text format; gauges of queue depth and loaded adapters are read at scrape time."""
+    try:
+        QUEUE_DEPTH.set(state.queue.depth())
+    except Exception:  # noqa: BLE001 - Redis down: keep the last value
+        pass
+    if state.serving_engine is not None:
+        ENGINE_LOADED.set(len(state.serving_engine.loaded()))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

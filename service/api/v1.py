@@ -16,7 +16,7 @@ from service.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from service.db.models import AdapterVersion, Repository
 from service.engines.base import AdapterRef
 from service.engines.errors import EngineError
-from service.metrics import ADAPTER_REQUESTS
+from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
 from service.serving import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 from service.state import ServiceState
 
@@ -53,7 +53,9 @@ async def _run(state: ServiceState, request: CompletionRequest | ChatCompletionR
     if isinstance(resolved, JSONResponse):
         return resolved
     adapter = AdapterRef(resolved.adapter_id, resolved.path) if resolved.adapter_id else None
-    ADAPTER_REQUESTS.labels(resolved.adapter_id or BASE_MODEL_ID).inc()
+    label = resolved.adapter_id or BASE_MODEL_ID
+    ADAPTER_REQUESTS.labels(label).inc()
+    start = time.perf_counter()
     try:
         if chat:
             result = await serving.create_chat_completion(request, engine, adapter, model_name=resolved.model_name)
@@ -64,6 +66,8 @@ async def _run(state: ServiceState, request: CompletionRequest | ChatCompletionR
         return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)
     if hasattr(result, "__aiter__"):
         return StreamingResponse(result, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+    ADAPTER_LATENCY.labels(label).observe(time.perf_counter() - start)
+    TOKENS_GENERATED.labels(label).inc(result.usage.completion_tokens)
     return result
 
 

@@ -58,7 +58,8 @@ class InProcessQueue:
         return len(ids)
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        # Running jobs finish; jobs not started stay `queued` in the DB and resume on the next start.
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RQQueue:

@@ -61,8 +61,16 @@ def test_unfinished_jobs_are_resumed_on_start(make_settings, sample_repo: Path) 
         s.add(Job(id="deadbeef", kind="ingest", repository_id=repo.id, status="running", attempts=1))
     state.close()
 
+    import time
+
     state2 = build_state(settings)  # starting the in-process queue re-queues the job
-    state2.queue.shutdown()  # waits for it
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        with state2.sessions() as s:
+            if s.get(Job, "deadbeef").status in ("succeeded", "failed"):
+                break
+        time.sleep(0.1)
+    state2.queue.shutdown()
     with state2.sessions() as s:
         job = s.get(Job, "deadbeef")
         assert job.status in ("succeeded", "failed") and job.attempts == 2
