@@ -128,7 +128,7 @@ def test_versions_table_plot_and_promotion_note(client_for) -> None:  # type: ig
 
 def test_plot_scales_points_into_the_box() -> None:
     svg = str(line_plot_svg([(1, 3.0), (2, 1.0)]))
-    assert 'points="46.0,12.0 348.0,114.0"' in svg  # highest loss at the top, lowest at the bottom
+    assert 'points="52.0,12.0 348.0,114.0"' in svg  # highest loss at the top, lowest at the bottom
     assert str(line_plot_svg([])) == "" and "<circle" in str(line_plot_svg([(1, 2.0)]))
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from html import escape
 
 from markupsafe import Markup
 
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 360, 140, 46, 12, 12, 26
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 360, 140, 52, 12, 12, 26
 
 
 def line_plot_svg(points: Sequence[tuple[int, float]], label: str = "eval loss") -> Markup:
@@ -29,6 +30,8 @@ def line_plot_svg(points: Sequence[tuple[int, float]], label: str = "eval loss")
     def sy(y: float) -> float:
         return PAD_T + (y1 - y) / (y1 - y0) * (H - PAD_T - PAD_B)
 
+    # Enough significant digits that the two axis labels differ even for close values.
+    digits = max(3, 2 + int(math.ceil(-math.log10((y1 - y0) / max(abs(y1), 1e-12)))))
     coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
     dots = "".join(
         f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"><title>v{x}: {y:.4g}</title></circle>' for x, y in points)
@@ -39,8 +42,8 @@ def line_plot_svg(points: Sequence[tuple[int, float]], label: str = "eval loss")
         f'width="{W}" height="{H}" xmlns="http://www.w3.org/2000/svg">'
         f'<line class="axis" x1="{PAD_L}" y1="{H - PAD_B}" x2="{W - PAD_R}" y2="{H - PAD_B}"/>'
         f'<line class="axis" x1="{PAD_L}" y1="{PAD_T}" x2="{PAD_L}" y2="{H - PAD_B}"/>'
-        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" text-anchor="end">{y1:.3g}</text>'
-        f'<text x="{PAD_L - 4}" y="{H - PAD_B}" text-anchor="end">{y0:.3g}</text>'
+        f'<text x="{PAD_L - 4}" y="{PAD_T + 4}" text-anchor="end">{y1:.{digits}g}</text>'
+        f'<text x="{PAD_L - 4}" y="{H - PAD_B}" text-anchor="end">{y0:.{digits}g}</text>'
         f'<polyline points="{coords}"/>{dots}{ticks}</svg>'
     )
     return Markup(svg)

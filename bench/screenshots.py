@@ -1,0 +1,165 @@
+"""Screenshots of the admin dashboard (docs/img/admin-*.png), taken in headless Chromium on real data.
+
+Runs the service on loopback with a tiny random base model and a perturbed hypernet checkpoint (so that
+adapters differ), registers two local repositories, pushes commits and regenerates, computes each
+version's eval loss (next-token loss with the adapter on the repository's own Python files), pins a
+version, sends a few completions, makes one job fail, then photographs the pages.
+
+    .venv/bin/python bench/screenshots.py [--out docs/img]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.admin.browser import LiveServer, launch_chromium  # noqa: E402
+from tests.conftest import SAMPLE_FILES, make_git_repo  # noqa: E402
+
+TEXTKIT = {
+    "textkit/__init__.py": "from .slug import slugify\n",
+    "textkit/slug.py": "import re\n\n\ndef slugify(text: str) -> str:\n    \"\"\"URL-safe slug.\"\"\"\n"
+                       "    return re.sub(r'[^a-z0-9]+', '-', text.lower()).strip('-')\n",
+}
+PUSHES = [
+    {"shapes/volume.py": "def volume_of_box(w: float, h: float, d: float) -> float:\n    return w * h * d\n"},
+    {"shapes/triangle.py": "class Triangle:\n    def __init__(self, base: float, height: float) -> None:\n"
+                           "        self.base, self.height = base, height\n\n"
+                           "    def area(self) -> float:\n        return self.base * self.height / 2\n"},
+]
+
+
+def tiny_model(tmp: Path) -> tuple[Path, Path]:
+    """A tiny random Llama folder and a hypernet checkpoint whose B head is off zero."""
+    import torch
+
+    from hypernet.checkpoint import save_checkpoint
+    from hypernet.generator import AdapterGenerator
+    from tests.hypernet.conftest import _byte_tokenizer, tiny_llama
+
+    model_dir = tmp / "model"
+    tiny_llama(0).save_pretrained(model_dir)
+    _byte_tokenizer().save_pretrained(model_dir)
+    gen = AdapterGenerator.load(None, model_dir)
+    with torch.no_grad():
+        torch.manual_seed(1)
+        gen.hypernet.head_b.weight.normal_(0.0, 0.5)
+        gen.hypernet.head_b.bias.normal_(0.0, 0.5)
+    ckpt = tmp / "hypernet.safetensors"
+    save_checkpoint(gen.hypernet, ckpt)
+    return model_dir, ckpt
+
+
+def wait_job(api: httpx.Client, job_id: str) -> dict:
+    """Poll the REST API until the job ends."""
+    for _ in range(1200):
+        job = api.get(f"/jobs/{job_id}").json()
+        if job["status"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.1)
+    raise TimeoutError(job_id)
+
+
+def commit(path: Path, files: dict[str, str], message: str) -> None:
+    """Write `files` into the repository at `path` and commit them."""
+    import git
+
+    repo = git.Repo(path)
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    repo.git.add(A=True)
+    repo.index.commit(message)
+
+
+def record_eval_losses(state, model_dir: Path, sources: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    """Store metrics["eval_loss"] on every version: next-token loss with its adapter on the repo's files."""
+    import torch
+
+    from hypernet.adapter import read_adapter
+    from hypernet.basemodel import load_base_model, load_tokenizer
+    from hypernet.lora_apply import applied_lora
+    from service.db.models import Repository
+
+    model, tok = load_base_model(model_dir), load_tokenizer(model_dir)
+    with state.sessions() as s:
+        for repo in s.query(Repository):
+            if repo.name not in sources:
+                continue
+            text = "\n".join(p.read_text() for p in sorted(sources[repo.name].rglob("*.py")))
+            ids = torch.tensor([tok(text)["input_ids"][:256]])
+            for v in repo.versions:
+                config, tensors = read_adapter(Path(v.artifact_path))
+                with torch.no_grad(), applied_lora(model, tensors, config["lora_alpha"] / config["r"]):
+                    loss = float(model(input_ids=ids, labels=ids).loss)
+                v.metrics = {**(v.metrics or {}), "eval_loss": round(loss, 4)}
+        s.commit()
+
+
+def main() -> None:
+    """Build the demo state and write the screenshots."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    from playwright.sync_api import sync_playwright
+
+    from service.api.app import create_app
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        model_dir, ckpt = tiny_model(tmp)
+        settings = Settings(_env_file=None, data_dir=tmp / "data", model_cache=tmp / "models",  # type: ignore[call-arg]
+                            base_model_path=model_dir, hypernet_checkpoint=ckpt, allow_local_repos=True,
+                            engine="local", admin_password="demo", session_secret="screenshots" * 4)
+        app = create_app(settings)
+        sources = {"shapes": tmp / "shapes", "textkit": tmp / "textkit"}
+        make_git_repo(sources["shapes"], SAMPLE_FILES)
+        make_git_repo(sources["textkit"], TEXTKIT)
+        with LiveServer(app) as server, httpx.Client(base_url=server.url, timeout=120) as api:
+            ids = {}
+            for name, path in sources.items():
+                created = api.post("/repos", json={"url": str(path), "name": name,
+                                                   "mode": "evolving" if name == "shapes" else "static"}).json()
+                ids[name] = created["repository"]["id"]
+                wait_job(api, created["job"]["id"])
+            for i, files in enumerate(PUSHES):
+                commit(sources["shapes"], files, f"push {i + 1}")
+                wait_job(api, api.post("/repos/shapes/regenerate").json()["id"])
+            record_eval_losses(app.state.c2l, model_dir, sources)
+            api.post("/repos/shapes/versions/2/pin")
+            for model in ("shapes", "shapes", "textkit", "base", "shapes@v3"):
+                api.post("/v1/completions", json={"model": model, "prompt": "def area", "max_tokens": 8})
+            failed = api.post("/repos", json={"url": str(tmp / "missing-repo"), "name": "missing"}).json()
+            wait_job(api, failed["job"]["id"])
+
+            with sync_playwright() as pw:
+                browser = launch_chromium(pw)
+                page = browser.new_page(viewport={"width": 1360, "height": 860})
+                page.goto(f"{server.url}/admin/login")
+                page.screenshot(path=str(args.out / "admin-login.png"))
+                page.fill("input[name=username]", "admin")
+                page.fill("input[name=password]", "demo")
+                page.click("button[type=submit]")
+                page.wait_for_url(f"{server.url}/admin")
+                shots = {"admin-repos.png": "/admin", "admin-repo.png": f"/admin/repos/{ids['shapes']}",
+                         "admin-jobs.png": "/admin/jobs", "admin-engine.png": "/admin/engine"}
+                for filename, path in shots.items():
+                    page.goto(f"{server.url}{path}")
+                    page.screenshot(path=str(args.out / filename), full_page=True)
+                    print(f"wrote {args.out / filename}")
+                browser.close()
+
+
+if __name__ == "__main__":
+    main()
