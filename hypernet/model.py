@@ -48,7 +48,9 @@ class HypernetConfig:
     n_heads: int = 4
     atom_key_dim: int = 64
     bound: float = 0.3
-    use_sentence: bool = True
+    # Off by default: MiniLM over 256 items costs seconds per new repository on CPU (docs/BENCHMARKS.md),
+    # the token path milliseconds; training decides per checkpoint, and the choice is stored in it.
+    use_sentence: bool = False
     sentence_dim: int = SENTENCE_DIM
     use_tokens: bool = True
     token_source: str = "embeddings"  # or "hidden": the base model's last hidden states

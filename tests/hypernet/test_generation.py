@@ -34,8 +34,8 @@ def _peft_logits(model_dir: Path, adapter: Path) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def perturbed_ckpt(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint whose B head is moved off zero, so adapters differ by context."""
-    gen = AdapterGenerator.load(None, tiny_model_dir)
+    """A checkpoint (both context paths) whose B head is moved off zero, so adapters differ by context."""
+    gen = AdapterGenerator.load(None, tiny_model_dir, init_overrides={"use_sentence": True})
     torch.manual_seed(1)
     with torch.no_grad():
         gen.hypernet.head_b.weight.normal_(0.0, 0.5)
@@ -52,7 +52,7 @@ def perturbed(perturbed_ckpt: Path, tiny_model_dir: Path) -> AdapterGenerator:
 
 def test_zero_init_hypernet_reproduces_base_logits(tiny_model_dir, repo_a, tmp_path):
     gen = AdapterGenerator.load(None, tiny_model_dir)
-    assert not gen.trained
+    assert not gen.trained and gen.encoder.sentence is None  # the default reads base-model tokens only
     art = gen.generate(repo_a, tmp_path)
     base = _logits(_base(tiny_model_dir))
     assert torch.equal(_peft_logits(tiny_model_dir, art.path), base)
@@ -62,6 +62,7 @@ def test_zero_init_hypernet_reproduces_base_logits(tiny_model_dir, repo_a, tmp_p
 
 
 def test_generated_adapter_loads_in_peft_and_changes_logits(perturbed, tiny_model_dir, repo_a, tmp_path):
+    assert perturbed.encoder.sentence is not None and perturbed.encoder.tokens is not None
     art = perturbed.generate(repo_a, tmp_path)
     assert (art.path / CONFIG_NAME).is_file() and (art.path / WEIGHTS_NAME).is_file()
     base_model = _base(tiny_model_dir)

@@ -14,6 +14,7 @@ from .conftest import tiny_llama
 
 def _hypernet(model, **overrides) -> Code2LoRAHypernet:
     torch.manual_seed(0)
+    overrides = {"use_sentence": True, **overrides}  # both context paths unless a test says otherwise
     config = HypernetConfig.for_base(model.config, find_targets(model), d_model=32, n_atoms=8, **overrides)
     return Code2LoRAHypernet(config)
 
