@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     json_logs: bool = Field(True, description="Structured JSON log lines (with request ids).")
     shutdown_grace_s: int = Field(30, ge=1, description="Seconds in-flight requests get on shutdown.")
 
+    max_request_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Request body limit (413 above it).")
+    rate_limit_per_s: float = Field(0.0, ge=0, description="Per-client request rate on /v1 (0 = no limit).")
+    rate_limit_burst: int = Field(20, ge=1, description="Burst size of the per-client rate limit.")
+    max_inflight_completions: int = Field(64, ge=1, description="Completions in flight before 503 + Retry-After.")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; empty = CORS closed.")
+
     api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")
 
     # Admin dashboard (/admin). Passwords may be given plain or as "sha256:<hex>".

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, health, jobs, repos, v1, webhooks
+from service.api.limits import BodySizeLimit, InflightLimiter, TokenBuckets
 from service.observability import RequestContextMiddleware
 from service.settings import Settings, get_settings
 from service.state import ServiceState, build_state
@@ -73,7 +74,16 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         lifespan=lifespan,
     )
     _install_openai_errors(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:  # closed unless an allow-list is configured
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
     app.add_middleware(RequestContextMiddleware)
+    app.state.rate_buckets = (TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+                              if settings.rate_limit_per_s > 0 else None)
+    app.state.inflight = InflightLimiter(settings.max_inflight_completions)
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(jobs.router)

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from sqlalchemy import select
 
 from service.api.auth import require_api_key
+from service.api.limits import rate_limit
 from service.api.deps import get_state
 from service.api.openai import serving
 from service.api.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
@@ -20,7 +21,7 @@ from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
 from service.serving import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 from service.state import ServiceState
 
-router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key)])
+router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key), Depends(rate_limit)])
 
 
 def openai_error(status: int, message: str, err_type: str, param: str | None = None,
@@ -44,7 +45,28 @@ def _resolve(state: ServiceState, model: str) -> Resolved | JSONResponse:
                                 headers={"Retry-After": "5"})
 
 
-async def _run(state: ServiceState, request: CompletionRequest | ChatCompletionRequest, chat: bool) -> Any:
+async def _run(http: Request, state: ServiceState, request: CompletionRequest | ChatCompletionRequest,
+               chat: bool) -> Any:
+    limiter = http.app.state.inflight
+    if not limiter.try_enter():
+        return openai_error(503, "server busy: too many completions in flight", "service_unavailable",
+                            headers={"Retry-After": "2"})
+    try:
+        response = await _serve(state, request, chat)
+    except BaseException:
+        limiter.leave()
+        raise
+    if isinstance(response, StreamingResponse):
+        # the slot is held until the stream ends
+        from starlette.background import BackgroundTask
+
+        response.background = BackgroundTask(limiter.leave)
+    else:
+        limiter.leave()
+    return response
+
+
+async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletionRequest, chat: bool) -> Any:
     engine = state.serving_engine
     if engine is None:
         return openai_error(503, "no inference engine is configured (CODE2LORA_ENGINE=none)", "service_unavailable",
@@ -72,15 +94,16 @@ async def _run(state: ServiceState, request: CompletionRequest | ChatCompletionR
 
 
 @router.post("/completions")
-async def completions(request: CompletionRequest, state: ServiceState = Depends(get_state)) -> Any:
+async def completions(request: CompletionRequest, http: Request, state: ServiceState = Depends(get_state)) -> Any:
     """Text completion with the adapter of the repository named by `model` (`<repo>[@vN]`, or `base`)."""
-    return await _run(state, request, chat=False)
+    return await _run(http, state, request, chat=False)
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: ChatCompletionRequest, state: ServiceState = Depends(get_state)) -> Any:
+async def chat_completions(request: ChatCompletionRequest, http: Request,
+                           state: ServiceState = Depends(get_state)) -> Any:
     """Chat completion (the base model's chat template) with the repository's adapter."""
-    return await _run(state, request, chat=True)
+    return await _run(http, state, request, chat=True)
 
 
 @router.get("/models", response_model=ModelList)

@@ -1,0 +1,107 @@
+"""Protective limits: request body size, per-client rate limits and an in-flight cap on completions."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from fastapi import Depends, HTTPException, Request, status
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.deps import get_state
+from service.state import ServiceState
+
+
+class BodySizeLimit:
+    """413 for bodies over `max_bytes`, by Content-Length or while streaming in (chunked uploads)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await _reject(send, self.max_bytes)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, "request body too large")
+            return message
+
+        await self.app(scope, limited, send)
+
+
+async def _reject(send: Send, limit: int) -> None:
+    body = f'{{"detail":"request body over the {limit} byte limit"}}'.encode()
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TokenBuckets:
+    """Per-client token buckets: `rate` requests per second with bursts up to `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, burst
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, client: str) -> float:
+        """0 if allowed, else the seconds until a token is available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[client] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[client] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def client_key(request: Request) -> str:
+    """Rate-limit identity: the API key's hash if one is sent, else the client address."""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return "key:" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:16]
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+def rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> None:
+    """429 with Retry-After when a client exceeds its rate (CODE2LORA_RATE_LIMIT_PER_S, 0 = off)."""
+    buckets: TokenBuckets | None = getattr(request.app.state, "rate_buckets", None)
+    if buckets is None:
+        return
+    wait = buckets.take(client_key(request))
+    if wait > 0:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "rate limit exceeded",
+                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
+class InflightLimiter:
+    """At most `limit` completions in flight; beyond it, 503 with Retry-After instead of queueing forever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active = limit, 0
+        self._lock = threading.Lock()
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self.active >= self.limit:
+                return False
+            self.active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.active = max(0, self.active - 1)
