@@ -28,6 +28,7 @@ class SamplingParams:
     n: int = 1
     seed: int | None = None
     logprobs: int | None = None  # None: off; k >= 0: chosen-token logprob plus top-k alternatives
+    ignore_eos: bool = False  # keep generating past EOS (benchmarks, as vLLM's ignore_eos)
 
 
 @dataclass

@@ -31,7 +31,10 @@ class LocalEngine:
 
     def __init__(self, model: Any = None, tokenizer: Any = None, *, model_path: str | None = None,
                  slots: int = 8, max_batch_size: int = 32, device: str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32, num_threads: int | None = None) -> None:
+        if num_threads:
+            # process-wide; on shared CPUs fewer threads avoid OpenMP oversubscription stalls
+            torch.set_num_threads(num_threads)
         if model is None:
             if model_path is None:
                 raise ValueError("give a model and tokenizer, or model_path")

@@ -292,7 +292,7 @@ class Scheduler:
                     token=self.tokenizer.decode([tok]), token_id=tok, logprob=chosen,
                     top_logprobs={self.tokenizer.decode([i]): lp for i, lp in top}))
             finish = None
-            if tok in self.eos_ids:
+            if tok in self.eos_ids and not p.ignore_eos:
                 finish = "stop"
                 new_lp = []
             else:

@@ -181,6 +181,8 @@ class VllmEngine:
             body["seed"] = p.seed
         if p.logprobs is not None:
             body["logprobs"] = p.logprobs
+        if p.ignore_eos:
+            body["ignore_eos"] = True
         if not request.add_special_tokens:
             body["add_special_tokens"] = False
         if stream:
