@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     clone_timeout_s: float = Field(300.0, gt=0)
     max_repo_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Checkout size limit.")
     max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped by extraction.")
-    job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry (survives worker crashes).")
+    job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry, renewed on progress "
+                                "(a crashed worker's lock and job go stale after it).")
+    job_timeout_s: int = Field(3600, gt=0, description="Hard limit on one job's run time (RQ job timeout).")
 
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
     cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")

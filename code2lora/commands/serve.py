@@ -21,10 +21,12 @@ def serve(
     from service.observability import configure_logging
 
     settings = get_settings()
+    # The bind address decides whether unauthenticated access is allowed: keep settings truthful.
+    settings.host, settings.port = host or settings.host, port or settings.port
     configure_logging(log_level, json_logs=settings.json_logs)
     # uvicorn finishes in-flight requests on SIGTERM (graceful shutdown), then the lifespan stops
     # the queue (running jobs finish; queued ones stay in the DB and resume on the next start).
-    uvicorn.run(create_app(settings), host=host or settings.host, port=port or settings.port, log_level=log_level,
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
                 log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s)
 
 

@@ -90,7 +90,7 @@ def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
     if s.queue == "rq":
         if not s.redis_url:
             raise ValueError("CODE2LORA_QUEUE=rq needs CODE2LORA_REDIS_URL")
-        return RQQueue(s.redis_url, job_timeout_s=int(s.job_lock_ttl_s))
+        return RQQueue(s.redis_url, job_timeout_s=int(s.job_timeout_s))
     queue = InProcessQueue(state)
     if start:
         n = queue.resume_unfinished()
@@ -104,12 +104,16 @@ def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3) -> list[str]:
     after `max_attempts`; return the re-queued ids."""
     import datetime as dt
 
-    from service.db.models import utcnow
+    from service.db.models import RepoLock, utcnow
 
-    cutoff = utcnow() - dt.timedelta(seconds=state.settings.job_lock_ttl_s)
+    now = utcnow()
+    cutoff = now - dt.timedelta(seconds=state.settings.job_lock_ttl_s)
     requeued: list[str] = []
     with state.sessions.begin() as s:
-        stale = s.scalars(select(Job).where(Job.status == "running", Job.started_at < cutoff)).all()
+        # A live job renews its repository lock on every progress report; a dead one's lock expires.
+        live = select(RepoLock.owner).where(RepoLock.expires_at >= now)
+        stale = s.scalars(select(Job).where(Job.status == "running", Job.started_at < cutoff,
+                                            Job.id.not_in(live))).all()
         for job in stale:
             if job.attempts >= max_attempts:
                 job.status, job.finished_at = "failed", utcnow()

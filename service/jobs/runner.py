@@ -22,13 +22,19 @@ class JobError(RuntimeError):
     """A failure whose message is shown to the user as is."""
 
 
-def _reporter(state: "ServiceState", job_id: str) -> Reporter:
+def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Reporter:
+    from service import locks
+
     def report(progress: float, message: str) -> None:
         with state.sessions.begin() as s:
             job = s.get(Job, job_id)
             if job is not None:
                 job.progress = max(0.0, min(1.0, progress))
                 job.message = message
+                job.started_at = job.started_at or utcnow()
+        if repo_id is not None and progress > 0.01:
+            # Progress is the heartbeat: a live job keeps its repository lock from expiring.
+            locks.try_acquire(state.sessions, repo_id, job_id, ttl_s=state.settings.job_lock_ttl_s)
         log.info("job %s: %.0f%% %s", job_id, progress * 100, message)
 
     return report
@@ -54,7 +60,7 @@ def run_job(state: "ServiceState", job_id: str) -> str:
     JOBS_RUNNING.inc()
     status, error, message = "succeeded", None, None
     try:
-        message = handlers[job.kind](state, job, _reporter(state, job_id))
+        message = handlers[job.kind](state, job, _reporter(state, job_id, job.repository_id))
     except JobError as exc:
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - a job must end with a readable error, whatever broke
