@@ -100,12 +100,10 @@ class Code2LoRAHypernet(nn.Module):
         self.config = config
         c, d, r, k = config, config.d_model, config.rank, config.n_atoms
         types = c.module_types
-        self._types = types
         shapes: dict[str, tuple[int, int]] = {}
         for path, mtype, _layer, fin, fout in c.targets:
             if shapes.setdefault(mtype, (fin, fout)) != (fin, fout):
                 raise ValueError(f"{mtype} changes shape across layers ({path}); one basis per type needs one shape")
-        self._shapes = shapes
         # (layer, type) slots in target order; generation indexes them per module type.
         self._paths = [row[0] for row in c.targets]
         self.register_buffer("_slot_layer", torch.tensor([row[2] for row in c.targets]), persistent=False)
