@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, health, jobs, repos, v1, webhooks
+from service.audit import AuditMiddleware
 from service.api.limits import BodySizeLimit, InflightLimiter, TokenBuckets
 from service.observability import RequestContextMiddleware
 from service.settings import Settings, get_settings
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["authorization", "content-type"])
+    # Inside the session middleware (added by admin.install), so the audit sees the dashboard user.
+    app.add_middleware(AuditMiddleware, sessions_getter=lambda: getattr(getattr(app.state, "c2l", None), "sessions", None))
     app.add_middleware(RequestContextMiddleware)
     app.state.rate_buckets = (TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
                               if settings.rate_limit_per_s > 0 else None)

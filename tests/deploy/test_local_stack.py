@@ -31,7 +31,7 @@ def test_local_stack_end_to_end(tmp_path: Path) -> None:
 
     reset_postgres(PG_URL)
     env = {**os.environ, "STACK_DIR": str(tmp_path / "stack"), "API_PORT": str(_free_port()),
-           "VLLM_PORT": str(_free_port()), "DATABASE_URL": PG_URL, "REDIS_URL": "redis://127.0.0.1:6379/13"}
+           "VLLM_PORT": str(_free_port()), "DATABASE_URL": PG_URL, "REDIS_URL": "redis://127.0.0.1:6379/12"}
     out = subprocess.run([str(ROOT / "deploy/local-stack"), "test"], env=env, capture_output=True, text=True,
                          timeout=1200)
     assert out.returncode == 0, out.stderr[-4000:]
