@@ -157,7 +157,7 @@ def tropd_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_teacher: torch.T
     m = mask.bool()
     clipped = ((ratio - 1).abs() > clip_eps) & m
     stats = {"outlier_frac": float(res.outlier.sum()) / max(int(m.sum()), 1),
-             "clip_frac": float(clipped.sum()) / max(int(m.sum()), 1), "kl_prev": float(kl_prev)}
+             "clip_frac": float(clipped.sum()) / max(int(m.sum()), 1), "kl_prev": float(kl_prev.detach())}
     return loss, stats
 
 

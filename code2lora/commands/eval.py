@@ -1,0 +1,42 @@
+"""`code2lora eval --checkpoint C --repos ...`: every arm on held-out repositories -> JSON, markdown, plots."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `eval` command."""
+
+    @app.command("eval")
+    def eval_command(
+        checkpoint: Path = typer.Option(..., "--checkpoint", exists=True, dir_okay=False, help="hypernet.safetensors"),
+        repos: list[str] = typer.Option(["test"], "--repos", help="test/val/train, corpus names, or repository paths."),
+        out: Path = typer.Option(None, "--out", help="Output folder (default: <checkpoint dir>/eval)."),
+        shared_lora: Path = typer.Option(None, "--shared-lora", help="PEFT folder of the shared-LoRA control arm."),
+        config: Path = typer.Option(None, "--config", help="Training config (default: train_config.json beside C)."),
+        max_repos: int = typer.Option(None, help="Evaluate at most this many repositories."),
+        per_repo_lora_repos: int = typer.Option(3, help="Repositories that also get a directly trained LoRA."),
+        per_repo_steps: int = typer.Option(20, help="Steps of each per-repository LoRA."),
+        prompt_chunks: int = typer.Option(2, help="Chunks per repository for the context-in-prompt arm (0: off)."),
+        prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
+        lines: int = typer.Option(4, help="Line-completion examples per repository."),
+        asserts: int = typer.Option(4, help="Assertion-completion examples per repository."),
+        bootstrap: int = typer.Option(2000, help="Bootstrap resamples."),
+        threads: int = typer.Option(2, help="torch threads."),
+    ) -> None:
+        """Evaluate a hypernet checkpoint against the control arms."""
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from training.eval.main import evaluate_checkpoint
+        from training.eval.report import markdown
+        from training.eval.run import EvalOptions
+
+        opts = EvalOptions(repos=list(repos), max_repos=max_repos, lines_per_repo=lines, asserts_per_repo=asserts,
+                           prompt_budget=prompt_budget, prompt_chunks=prompt_chunks,
+                           per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps,
+                           bootstrap=bootstrap, threads=threads)
+        report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
+        typer.echo(markdown(report))

@@ -1,0 +1,1 @@
+"""Evaluation of generated adapters against controls (`code2lora eval --checkpoint C --repos ...`)."""

@@ -1,0 +1,272 @@
+"""The evaluation run: every arm on the same held-out sequences of each repository, then metrics with intervals.
+
+Arms (adapters on the top layers the hypernet was trained for; the bottom-layer states are shared by every arm):
+  base          no adapter
+  shared_lora   one LoRA trained on all training repositories (same rank and modules), if given
+  own           the adapter generated from the repository's own context
+  average       the functional average of all evaluated repositories' generated adapters
+  other         the generated adapter of another evaluated repository (the next one, cyclically)
+  per_repo_lora a LoRA trained directly on the repository's context files (upper bound; wall time recorded)
+  prompt        no adapter; the rendered context (`prompt_budget` tokens) prepended to the sequence
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from training.data.corpus import RepoData, Sequence, _chunks, build_repo
+from training.data.sources import RepoSource, git_repos, python_files
+from training.eval.metrics import (
+    average_adapter,
+    delta_cosine_matrix,
+    edit_similarity,
+    exact_match,
+    mean_offdiag,
+    param_cosine_matrix,
+)
+from training.hypernet.split import SplitLM
+
+log = logging.getLogger(__name__)
+ADAPTER_ARMS = ("base", "shared_lora", "own", "average", "other", "per_repo_lora")
+
+
+@dataclass
+class EvalOptions:
+    """Knobs of an evaluation run (the defaults fit a shared 2-core CPU in well under an hour)."""
+
+    repos: list[str] = field(default_factory=lambda: ["test"])
+    max_repos: int | None = None
+    lines_per_repo: int = 4
+    asserts_per_repo: int = 4
+    max_prefix: int = 48  # prefix tokens kept for line / assertion completion
+    prompt_budget: int = 256  # context-in-prompt: tokens of rendered context
+    prompt_chunks: int = 2  # chunks per repository for the prompt arm (full forward passes: expensive)
+    per_repo_lora_repos: int = 3  # repositories that also get a directly trained LoRA
+    per_repo_steps: int = 20
+    per_repo_lr: float = 5e-3
+    per_repo_chunks: int = 4
+    bootstrap: int = 2000
+    seed: int = 0
+    threads: int = 2
+
+
+@dataclass
+class SeqResult:
+    """Per scored position of one sequence under one arm: loss, greedy-correct flag, identifier flag."""
+
+    ce: list[float]
+    correct: list[bool]
+    ident: list[bool]
+    pred_ids: list[int]
+
+
+def _trim(seq: Sequence, max_prefix: int) -> Sequence:
+    if seq.kind == "chunk" or seq.score_from <= max_prefix:
+        return seq
+    cut = seq.score_from - max_prefix
+    return Sequence(seq.ids[cut:], seq.ident[cut:], max_prefix, seq.kind, seq.file, seq.target)
+
+
+def _score(split: SplitLM, h: torch.Tensor, ids: torch.Tensor, adapters: dict | None, scaling: float,
+           score_from: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-position CE and argmax for positions score_from.. of each row (predicted from the previous token)."""
+    from hypernet.lora_apply import applied_lora
+
+    with torch.no_grad():
+        if adapters is None:
+            hidden = split.top(h)
+        else:
+            with applied_lora(split.model, adapters, scaling):
+                hidden = split.top(h)
+        logits = split.logits(hidden[:, score_from - 1 : -1])
+        tgt = ids[:, score_from:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none").view(tgt.shape)
+        return ce, logits.argmax(-1)
+
+
+class Evaluator:
+    """Runs the arms over a list of repositories; `run()` returns the report dict."""
+
+    def __init__(self, model: Any, tokenizer: Any, hypernet: Any, repos: list[RepoData], feats: list[Any],
+                 opts: EvalOptions, shared_lora: dict | None = None, cache_dir: Path | None = None,
+                 train_cfg: Any = None) -> None:
+        self.model, self.tok, self.net, self.repos, self.feats, self.opts = model, tokenizer, hypernet, repos, feats, opts
+        self.shared = shared_lora
+        self.cache_dir = cache_dir
+        self.train_cfg = train_cfg
+        layers = sorted({row[2] for row in hypernet.config.targets})
+        self.split = SplitLM(model, layers[0])
+        self.scaling = hypernet.config.scaling
+        self.seqs: list[list[Sequence]] = []
+        for r in repos:
+            seqs = list(r.chunks) + [_trim(s, opts.max_prefix) for s in r.lines[: opts.lines_per_repo]]
+            seqs += [_trim(s, opts.max_prefix) for s in r.asserts[: opts.asserts_per_repo]]
+            self.seqs.append(seqs)
+        self.timings: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ adapters
+
+    def generated(self) -> list[dict]:
+        """Generated adapters per repository; times encode + forward per repository (ms)."""
+        from hypernet.encoder import collate
+
+        adapters, forward_ms = [], []
+        for f in self.feats:
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                out = self.net(*collate([f]))
+            forward_ms.append((time.perf_counter() - t0) * 1e3)
+            adapters.append({p: (a[0], b[0]) for p, (a, b) in out.items()})
+        self.timings["hypernet_forward_ms"] = forward_ms
+        return adapters
+
+    def _bottom(self, ids: torch.Tensor) -> torch.Tensor:
+        key = hashlib.sha256(ids.numpy().tobytes() + str((ids.shape, self.split.first)).encode()).hexdigest()[:24]
+        path = self.cache_dir / "eval-states" / f"{key}.pt" if self.cache_dir else None
+        if path is not None and path.is_file():
+            return torch.load(path)
+        h = self.split.bottom(ids)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(h, path)
+        return h
+
+    def per_repo_lora(self, repo: RepoData) -> tuple[dict, float, float]:
+        """Train a LoRA directly on the repository's context files; (tensors, scaling, wall seconds)."""
+        from training.hypernet.config import TrainConfig
+        from training.hypernet.train import Batch, SharedLoRA, step_loss
+
+        t0 = time.perf_counter()
+        o = self.opts
+        seq_len = repo.chunks[0].ids.__len__()
+        ident = set(repo.identifiers)
+        chunks = []
+        for rel in repo.context_files:
+            try:
+                text = (Path(repo.root) / rel).read_text("utf-8", "replace")
+            except OSError:
+                continue
+            from training.data.corpus import CorpusConfig
+
+            chunks += _chunks(rel, text, self.tok, ident, CorpusConfig(seq_len=seq_len))
+        chunks = sorted(chunks, key=lambda s: -s.n_ident())[: o.per_repo_chunks]
+        targets = [t for t in _targets_of(self.net)]
+        lora = SharedLoRA(targets, self.net.config.rank, self.net.config.lora_alpha, seed=o.seed)
+        if not chunks:
+            return lora.tensors(), lora.scaling, 0.0
+        ids = torch.tensor([c.ids for c in chunks])
+        idm = torch.tensor([c.ident for c in chunks])
+        h = self.split.bottom(ids)
+        cfg = TrainConfig(batch_size=min(2, len(chunks)), other_positions=1.0,
+                          ident_weight=getattr(self.train_cfg, "ident_weight", 3.0))
+        opt = torch.optim.AdamW(lora.parameters(), lr=o.per_repo_lr, weight_decay=0.0)
+        g = torch.Generator().manual_seed(o.seed)
+        for step in range(o.per_repo_steps):
+            idx = torch.randperm(len(chunks), generator=g)[: cfg.batch_size]
+            batch = Batch(h[idx], ids[idx], idm[idx], [0] * len(idx))
+            loss, _ = step_loss(cfg, self.split, lora, batch, [None] * 1, g)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(lora.parameters(), 1.0)
+            opt.step()
+        return lora.tensors(), lora.scaling, time.perf_counter() - t0
+
+    # ------------------------------------------------------------------ scoring
+
+    def score_repo(self, i: int, arms: dict[str, tuple[dict | None, float]]) -> dict[str, list[SeqResult]]:
+        """Every arm on every sequence of repository i (bottom states computed once)."""
+        out: dict[str, list[SeqResult]] = {a: [] for a in arms}
+        seqs = self.seqs[i]
+        chunks = [s for s in seqs if s.kind == "chunk"]
+        groups: list[tuple[list[Sequence], int]] = []
+        if chunks:
+            groups.append((chunks, 1))
+        groups += [([s], s.score_from) for s in seqs if s.kind != "chunk"]
+        for group, score_from in groups:
+            ids = torch.tensor([s.ids for s in group])
+            h = self._bottom(ids)
+            for arm, (adapters, scaling) in arms.items():
+                ce, pred = _score(self.split, h, ids, adapters, scaling, score_from)
+                tgt = ids[:, score_from:]
+                for k, s in enumerate(group):
+                    out[arm].append(SeqResult(ce[k].tolist(), (pred[k] == tgt[k]).tolist(), s.ident[score_from:],
+                                              pred[k].tolist()))
+        return out
+
+    def score_prompt(self, i: int) -> tuple[list[SeqResult], list[SeqResult], list[SeqResult], int]:
+        """Context-in-prompt on the first `prompt_chunks` chunks; also base and own on the same chunks."""
+        o = self.opts
+        repo = self.repos[i]
+        prompt_ids = self.tok(repo.render_text, add_special_tokens=False)["input_ids"][: o.prompt_budget]
+        prompt_ids = prompt_ids + self.tok("\n\n", add_special_tokens=False)["input_ids"]
+        res = []
+        for s in [s for s in self.seqs[i] if s.kind == "chunk"][: o.prompt_chunks]:
+            ids = torch.tensor([prompt_ids + s.ids])
+            with torch.no_grad():
+                logits = self.model(input_ids=ids).logits[0, len(prompt_ids) : -1].float()
+            tgt = torch.tensor(s.ids[1:])
+            ce = F.cross_entropy(logits, tgt, reduction="none")
+            res.append(SeqResult(ce.tolist(), (logits.argmax(-1) == tgt).tolist(), s.ident[1:],
+                                 logits.argmax(-1).tolist()))
+        return res, len(prompt_ids)
+
+    def run(self) -> dict[str, Any]:
+        """All arms, all repositories; returns the raw per-sequence results and timings."""
+        from tqdm import tqdm
+
+        o = self.opts
+        gen = self.generated()
+        n = len(self.repos)
+        avg = average_adapter(gen) if n > 1 else None
+        results: list[dict[str, Any]] = []
+        per_repo_s: list[float] = []
+        for i in tqdm(range(n), desc="eval repos"):
+            arms: dict[str, tuple[dict | None, float]] = {"base": (None, 1.0), "own": (gen[i], self.scaling)}
+            if self.shared is not None:
+                arms["shared_lora"] = self.shared
+            if avg is not None:
+                arms["average"] = (avg, self.scaling)
+                arms["other"] = (gen[(i + 1) % n], self.scaling)
+            if i < o.per_repo_lora_repos:
+                tensors, sc, secs = self.per_repo_lora(self.repos[i])
+                arms["per_repo_lora"] = (tensors, sc)
+                per_repo_s.append(secs)
+            scored = self.score_repo(i, arms)
+            prompt, prompt_tokens = self.score_prompt(i) if o.prompt_chunks > 0 else ([], 0)
+            results.append({"repo": self.repos[i].name, "seqs": self.seqs[i], "arms": scored, "prompt": prompt,
+                             "prompt_tokens": prompt_tokens})
+        self.timings["per_repo_lora_s"] = per_repo_s
+        self.timings["per_repo_lora_steps"] = o.per_repo_steps
+        return {"results": results, "adapters": gen, "timings": self.timings}
+
+
+def _targets_of(net: Any) -> list:
+    from hypernet.basemodel import TargetModule
+
+    return [TargetModule(*row) for row in net.config.targets]
+
+
+# ---------------------------------------------------------------------- aggregation
+
+
+def seq_metrics(tok: Any, seq: Sequence, r: SeqResult) -> dict[str, float | None]:
+    """Per-sequence numbers: mean loss, identifier loss, exact match and edit similarity of the greedy line."""
+    out: dict[str, float | None] = {"loss": sum(r.ce) / len(r.ce) if r.ce else None}
+    idv = [c for c, m in zip(r.ce, r.ident) if m]
+    out["ident_loss"] = sum(idv) / len(idv) if idv else None
+    if seq.kind in ("line", "assert"):
+        em = float(all(r.correct))
+        pred = tok.decode(r.pred_ids)
+        out["em"] = em  # teacher-forced argmax = greedy decoding, for the target's own tokenization
+        out["es"] = edit_similarity(pred, seq.target) if not em else 1.0
+        out["em_text"] = exact_match(pred, seq.target) if not em else 1.0
+    return out

@@ -1,0 +1,156 @@
+"""Config of a fine-tuning run (JSON file): student, teacher, task, method and its knobs, budget."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+METHODS = ("sft", "opd", "tropd", "rl")
+
+
+@dataclass
+class StudentConfig:
+    """The model being trained: a base causal LM (None = the bundled one) with a LoRA, or its own weights."""
+
+    base_model: str | None = None
+    trainable: str = "lora"  # "lora" | "full" (the target Linear weights themselves)
+    rank: int = 8
+    lora_alpha: float = 16.0
+    modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                        "up_proj", "down_proj"])
+    layers: int | None = None  # adapt only the top N decoder layers (None: all)
+    init_adapter: str | None = None  # start from this PEFT adapter (e.g. the repository's generated adapter)
+
+
+@dataclass
+class TeacherConfig:
+    """The teacher: a model (None = the student's base), optionally with an adapter and the repository context."""
+
+    model: str | None = None
+    adapter: str | None = None
+    context: bool = True  # prepend the repository's rendered API text to every teacher prompt
+    context_tokens: int = 384
+
+
+@dataclass
+class TaskConfig:
+    """Where prompts and held-out text come from: one repository (`repo`: a folder) or given texts."""
+
+    kind: str = "repo"  # "repo" | "texts"
+    repo: str | None = None
+    texts: list[str] = field(default_factory=list)
+    eval_texts: list[str] = field(default_factory=list)
+    context_text: str = ""  # "texts" kind: the teacher's context
+    prompt_tokens: int = 64
+    completion_tokens: int = 32
+    n_prompts: int = 64
+    seq_len: int = 128  # held-out chunk length
+    eval_chunks: int = 8
+    seed: int = 0
+
+
+@dataclass
+class OPDConfig:
+    """OPD variants: sampled-token (default), full-vocabulary or top-k reverse KL; token sparsity; off-policy share."""
+
+    form: str = "sampled"  # "sampled" | "full" | "topk"
+    top_k: int = 32
+    token_keep: float = 1.0  # share of completion tokens that carry gradient (random subset)
+    offpolicy_share: float = 0.0  # share of rollouts sampled by the teacher (truncated importance weights)
+    is_cap: float = 2.0  # cap of per-token importance weights min(pi_old / pi_T, cap)
+
+
+@dataclass
+class TrOPDConfig:
+    """Trust region (ratio clip, KL to the previous policy), outlier handling, teacher-prefix guidance."""
+
+    clip_eps: float = 0.2
+    kl_coef: float = 0.05
+    outlier_z: float = 3.0
+    outlier_mode: str = "clip"  # "clip" | "mask" | "downweight" | "none"
+    guide_share: float = 0.25  # share of rollouts whose first `guide_tokens` tokens the teacher writes
+    guide_tokens: int = 8
+    guide_coef: float = 1.0  # weight of the forward-KL term on teacher-written tokens
+    guide_top_k: int = 32
+
+
+@dataclass
+class RLConfig:
+    """GRPO with a surface-metric reward against the reference continuation; optional OPD term (mixed)."""
+
+    group_size: int = 4
+    reward: str = "chrf"
+    clip_eps: float = 0.2
+    beta: float = 0.0  # k3 KL to the starting policy (LoRA students only)
+    norm: str = "grpo"
+    scale_rewards: bool = True
+    rl_weight: float = 1.0
+    opd_weight: float = 0.0  # > 0: mixed OPD + RL advantage
+
+
+@dataclass
+class SFTConfig:
+    """SFT data: completions sampled by the teacher, or the repository's own continuation (next-token objective)."""
+
+    source: str = "teacher"  # "teacher" | "text"
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything a run needs; `method` picks the loss."""
+
+    method: str = "opd"
+    name: str = "run"
+    out_dir: str = "runs/finetune"
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    opd: OPDConfig = field(default_factory=OPDConfig)
+    tropd: TrOPDConfig = field(default_factory=TrOPDConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    steps: int = 30
+    batch_size: int = 8  # sampled completions per step (RL: batch_size // group_size prompts)
+    inner_steps: int = 2  # optimizer steps per rollout batch (>1 makes the ratio / trust region matter)
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    temperature: float = 1.0
+    save_every: int = 5
+    eval_every: int = 10
+    seed: int = 0
+    threads: int = 2
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
+    kwargs = {}
+    for key, value in data.items():
+        default = known[key].default_factory() if callable(known[key].default_factory) else None  # type: ignore[misc]
+        kwargs[key] = _build(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any], **overrides: Any) -> FinetuneConfig:
+    """Build a config from a (nested) dict; `overrides` (non-None values) replace top-level keys."""
+    merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
+    return _build(FinetuneConfig, merged)
+
+
+def load_config(path: Path | str, **overrides: Any) -> FinetuneConfig:
+    """Read a JSON config file; `overrides` (non-None values) replace top-level keys such as method or steps."""
+    return config_from_dict(json.loads(Path(path).read_text()), **overrides)

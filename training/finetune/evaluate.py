@@ -1,0 +1,71 @@
+"""Held-out metrics: the student's next-token loss on held-out chunks (all tokens and repo identifiers), the
+teacher's loss with its context (what the context is worth), and the full-vocabulary reverse KL student->teacher
+on the same positions (teacher-forced on real text, so it is deterministic)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from training.finetune.models import Student, Teacher
+from training.finetune.rollout import completion_logits
+from training.finetune.tasks import TaskData
+
+
+def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
+
+
+@torch.no_grad()
+def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, pad_id: int, batch: int = 4,
+                    with_teacher_loss: bool = True) -> dict[str, Any]:
+    """{eval_loss, eval_ident_loss, eval_rkl, teacher_loss, per_chunk_loss} over `task.eval_chunks`."""
+    chunks = task.eval_chunks
+    by_len: dict[int, list[int]] = {}
+    for i, c in enumerate(chunks):
+        by_len.setdefault(len(c), []).append(i)
+    per_chunk = [0.0] * len(chunks)
+    tot = {"loss": 0.0, "n": 0, "ident": 0.0, "n_ident": 0, "rkl": 0.0, "teacher": 0.0}
+    for _length, rows in sorted(by_len.items()):
+        for s in range(0, len(rows), batch):
+            idx = rows[s: s + batch]
+            ids = torch.tensor([chunks[i] for i in idx], dtype=torch.long)
+            comp = ids[:, 1:]
+            s_logits = completion_logits(student.active(), [[c[0]] for c in ids.tolist()], comp, pad_id)
+            ce = _ce(s_logits, comp)
+            for j, i in enumerate(idx):
+                per_chunk[i] = float(ce[j].mean())
+            tot["loss"] += float(ce.sum())
+            tot["n"] += ce.numel()
+            if task.eval_ident:
+                ident = torch.tensor([task.eval_ident[i][1:] for i in idx], dtype=torch.bool)
+                tot["ident"] += float(ce[ident].sum())
+                tot["n_ident"] += int(ident.sum())
+            if teacher is not None:
+                t_logits = completion_logits(teacher.active(), [teacher.context_ids + [c[0]] for c in ids.tolist()],
+                                             comp, pad_id)
+                ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
+                tot["rkl"] += float((ls.exp() * (ls - lt)).sum(-1).sum())
+                if with_teacher_loss:
+                    tot["teacher"] += float(_ce(t_logits, comp).sum())
+    n = max(tot["n"], 1)
+    out: dict[str, Any] = {"eval_loss": tot["loss"] / n, "per_chunk_loss": per_chunk}
+    if tot["n_ident"]:
+        out["eval_ident_loss"] = tot["ident"] / tot["n_ident"]
+    if teacher is not None:
+        out["eval_rkl"] = tot["rkl"] / n
+        if with_teacher_loss:
+            out["teacher_loss"] = tot["teacher"] / n
+    return out
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """(mean, 2.5th, 97.5th percentile) of the mean by bootstrap over the values."""
+    if not values:
+        return float("nan"), float("nan"), float("nan")
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n_boot))
+    return sum(values) / len(values), means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]

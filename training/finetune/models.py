@@ -1,0 +1,158 @@
+"""Student (base model + trainable LoRA, or trainable weights) and teacher (any model, adapter, context)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hypernet.basemodel import TargetModule, find_targets
+from hypernet.lora_apply import applied_lora
+
+
+def select_targets(model: nn.Module, modules: list[str], layers: int | None) -> list[TargetModule]:
+    """Target Linear layers of the given types, in the top `layers` decoder layers (all when None)."""
+    targets = find_targets(model, tuple(modules))
+    if layers is not None:
+        top = max(t.layer for t in targets)
+        targets = [t for t in targets if t.layer > top - layers]
+    return targets
+
+
+class LoraParams(nn.Module):
+    """One trainable (A [r, in], B [out, r]) pair per target; PEFT init (A uniform +-1/sqrt(in), B = 0)."""
+
+    def __init__(self, targets: list[TargetModule], rank: int, lora_alpha: float, seed: int = 0) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.paths = [t.path for t in targets]
+        self.rank, self.lora_alpha = rank, lora_alpha
+        self.a = nn.ParameterList(
+            nn.Parameter((torch.rand(rank, t.in_features, generator=g) * 2 - 1) / math.sqrt(t.in_features))
+            for t in targets)
+        self.b = nn.ParameterList(nn.Parameter(torch.zeros(t.out_features, rank)) for t in targets)
+
+    @property
+    def scaling(self) -> float:
+        """alpha / r."""
+        return self.lora_alpha / self.rank
+
+    def tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{path: (A, B)} carrying gradients."""
+        return {p: (a, b) for p, a, b in zip(self.paths, self.a, self.b)}
+
+    def load_adapter(self, path: Path | str) -> None:
+        """Copy A and B from a PEFT adapter folder (same targets and rank; its alpha replaces ours)."""
+        from hypernet.adapter import read_adapter
+
+        config, tensors = read_adapter(Path(path))
+        if int(config["r"]) != self.rank:
+            raise ValueError(f"adapter rank {config['r']} != student rank {self.rank}")
+        self.lora_alpha = float(config["lora_alpha"])
+        with torch.no_grad():
+            for p, a, b in zip(self.paths, self.a, self.b):
+                if p in tensors:
+                    a.copy_(tensors[p][0].float())
+                    b.copy_(tensors[p][1].float())
+
+
+class Student:
+    """The trained policy: `active()` is the context in which `model` computes the student's distribution."""
+
+    def __init__(self, model: nn.Module, targets: list[TargetModule], trainable: str = "lora", rank: int = 8,
+                 lora_alpha: float = 16.0, seed: int = 0) -> None:
+        self.model = model
+        self.targets = targets
+        self.trainable = trainable
+        modules = dict(model.named_modules())
+        # W0 of every target: the geometry report and full-weight deltas are measured against it.
+        self.w0 = {t.path: modules[t.path].weight.detach().clone() for t in targets}
+        if trainable == "lora":
+            model.requires_grad_(False)
+            self.lora: LoraParams | None = LoraParams(targets, rank, lora_alpha, seed)
+        elif trainable == "full":
+            model.requires_grad_(False)
+            for t in targets:
+                modules[t.path].weight.requires_grad_(True)
+            self.lora = None
+        else:
+            raise ValueError(f"trainable must be 'lora' or 'full', not {trainable!r}")
+
+    def parameters(self) -> list[nn.Parameter]:
+        """The trainable tensors."""
+        if self.lora is not None:
+            return list(self.lora.parameters())
+        modules = dict(self.model.named_modules())
+        return [modules[t.path].weight for t in self.targets]
+
+    @contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        """The model with the student's LoRA applied (a no-op for full-weight students)."""
+        if self.lora is None:
+            yield self.model
+        else:
+            with applied_lora(self.model, self.lora.tensors(), self.lora.scaling):
+                yield self.model
+
+    def reference(self):
+        """Context for the starting policy (the base without LoRA); full-weight students have none here."""
+        if self.lora is None:
+            raise ValueError("a KL to the starting policy needs a LoRA student")
+        return nullcontext(self.model)
+
+    def deltas(self) -> dict[str, torch.Tensor]:
+        """dW per target: scaling * B @ A for a LoRA, W - W0 for full weights (detached, float32)."""
+        if self.lora is not None:
+            s = self.lora.scaling
+            return {p: s * (b.detach() @ a.detach()) for p, a, b in zip(self.lora.paths, self.lora.a, self.lora.b)}
+        modules = dict(self.model.named_modules())
+        return {t.path: (modules[t.path].weight.detach() - self.w0[t.path]).float() for t in self.targets}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """Trainable tensors by name (resume state)."""
+        if self.lora is not None:
+            return {k: v.detach().clone() for k, v in self.lora.state_dict().items()}
+        modules = dict(self.model.named_modules())
+        return {t.path: modules[t.path].weight.detach().clone() for t in self.targets}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `state`."""
+        if self.lora is not None:
+            self.lora.load_state_dict(state)
+            return
+        modules = dict(self.model.named_modules())
+        with torch.no_grad():
+            for path, w in state.items():
+                modules[path].weight.copy_(w)
+
+
+class Teacher:
+    """A frozen model, optionally with a LoRA adapter, whose prompts may carry a context prefix (token ids)."""
+
+    def __init__(self, model: nn.Module, context_ids: list[int] | None = None,
+                 adapter: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None, scaling: float = 1.0) -> None:
+        self.model = model
+        self.context_ids = list(context_ids or [])
+        self.adapter, self.scaling = adapter, scaling
+
+    @classmethod
+    def with_adapter(cls, model: nn.Module, adapter_dir: Path | str, context_ids: list[int] | None = None) -> Teacher:
+        """A teacher = `model` + the PEFT adapter in `adapter_dir` (applied functionally)."""
+        from hypernet.adapter import read_adapter
+
+        config, tensors = read_adapter(Path(adapter_dir))
+        tensors = {p: (a.float(), b.float()) for p, (a, b) in tensors.items()}
+        return cls(model, context_ids, tensors, float(config["lora_alpha"]) / int(config["r"]))
+
+    @contextmanager
+    def active(self) -> Iterator[nn.Module]:
+        """The teacher's model with its adapter applied (if any)."""
+        if self.adapter is None:
+            yield self.model
+        else:
+            with applied_lora(self.model, self.adapter, self.scaling):
+                yield self.model

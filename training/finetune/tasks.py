@@ -1,0 +1,128 @@
+"""Prompts, reference continuations, the teacher's context and held-out text for a run.
+
+The repository recipe (context distillation): the repository's files are split by the corpus code of
+`training.data` into context files and held-out target files. Training prompts are cut at line starts of the
+context files; the teacher sees the rendered API of the context files before each prompt; held-out next-token
+loss is measured on chunks of the target files (the same chunks the eval harness of `training.data` builds).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.finetune.config import TaskConfig
+
+CONTEXT_HEADER = "# Repository API (context)\n"
+
+
+@dataclass
+class Prompt:
+    """A student prompt (token ids), its true continuation (ids and text), and the file it comes from."""
+
+    ids: list[int]
+    reference: list[int]
+    reference_text: str
+    source: str
+
+
+@dataclass
+class TaskData:
+    """What a run trains and evaluates on."""
+
+    name: str
+    prompts: list[Prompt]
+    context_ids: list[int]
+    eval_chunks: list[list[int]]
+    eval_ident: list[list[bool]] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def line_prompts(files: dict[str, str], tokenizer: Any, cfg: TaskConfig) -> list[Prompt]:
+    """Up to `n_prompts` prompts: a file header plus the last `prompt_tokens` tokens before a non-blank line
+    start, and the next `completion_tokens` tokens as reference; seeded sample over all files."""
+    cuts = []
+    for rel in sorted(files):
+        text = files[rel]
+        pos = 0
+        for line in text.splitlines(keepends=True):
+            if pos > 0 and len(line.strip()) >= 4 and not line.lstrip().startswith("#"):
+                cuts.append((rel, pos))
+            pos += len(line)
+    random.Random(cfg.seed).shuffle(cuts)
+    out = []
+    for rel, cut in cuts:
+        text = files[rel]
+        head = _ids(tokenizer, f"# file: {rel}\n")
+        before = _ids(tokenizer, text[max(0, cut - 8 * cfg.prompt_tokens): cut])[-cfg.prompt_tokens:]
+        after = _ids(tokenizer, text[cut: cut + 12 * cfg.completion_tokens])[: cfg.completion_tokens]
+        if len(after) < cfg.completion_tokens or len(before) < 8:
+            continue
+        out.append(Prompt(head + before, after, tokenizer.decode(after), rel))
+        if len(out) >= cfg.n_prompts:
+            break
+    return out
+
+
+def context_ids(tokenizer: Any, text: str, budget: int) -> list[int]:
+    """The teacher's prefix: header + the first `budget` tokens of the context text + a blank line."""
+    if not text:
+        return []
+    return _ids(tokenizer, CONTEXT_HEADER) + _ids(tokenizer, text)[:budget] + _ids(tokenizer, "\n\n")
+
+
+def text_chunks(texts: list[str], tokenizer: Any, seq_len: int, limit: int) -> list[list[int]]:
+    """Consecutive `seq_len`-token windows of the texts (a shorter text gives one shorter window)."""
+    out = []
+    for text in texts:
+        ids = _ids(tokenizer, text)
+        for s in range(0, max(len(ids) - 1, 1), seq_len):
+            if len(ids[s: s + seq_len]) >= 2:
+                out.append(ids[s: s + seq_len])
+    return out[:limit]
+
+
+def texts_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
+    """A task from given texts (tests, toy tasks): prompts from `texts`, held-out chunks from `eval_texts`."""
+    files = {f"text{i}.py": t for i, t in enumerate(cfg.texts)}
+    return TaskData("texts", line_prompts(files, tokenizer, cfg), context_ids(tokenizer, cfg.context_text,
+                    context_budget), text_chunks(cfg.eval_texts or cfg.texts, tokenizer, cfg.seq_len, cfg.eval_chunks))
+
+
+def repo_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
+    """The repository recipe: context/target split, rendered API of the context files, held-out target chunks."""
+    from training.data.corpus import CorpusConfig, build_repo, sample_files
+    from training.data.sources import RepoSource
+
+    root = Path(cfg.repo or "").expanduser().resolve()
+    if not root.is_dir():
+        raise FileNotFoundError(f"task.repo is not a folder: {root}")
+    ccfg = CorpusConfig(seq_len=cfg.seq_len, eval_chunks_per_repo=cfg.eval_chunks, context_budget=context_budget,
+                        seed=cfg.seed, min_identifiers=2, min_ident_tokens=1)
+    src = RepoSource(root.name, str(root), "git")
+    files = {rel: (root / rel).read_bytes() for rel in sample_files(src, ccfg)}
+    repo = build_repo(src, files, tokenizer, ccfg, n_chunks=cfg.eval_chunks)
+    if repo is None:
+        raise ValueError(f"{root}: too small for the corpus builder (needs context and target files)")
+    ctx_files = {rel: files[rel].decode("utf-8", "replace") for rel in repo.context_files}
+    return TaskData(
+        name=root.name, prompts=line_prompts(ctx_files, tokenizer, cfg),
+        context_ids=context_ids(tokenizer, repo.render_text, context_budget),
+        eval_chunks=[c.ids for c in repo.chunks], eval_ident=[c.ident for c in repo.chunks],
+        info={"context_files": repo.context_files, "target_files": repo.target_files,
+              "identifiers": len(repo.identifiers)})
+
+
+def build_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
+    """TaskData for the configured kind."""
+    if cfg.kind == "repo":
+        return repo_task(cfg, tokenizer, context_budget)
+    if cfg.kind == "texts":
+        return texts_task(cfg, tokenizer, context_budget)
+    raise ValueError(f"unknown task kind {cfg.kind!r}")

@@ -1,0 +1,79 @@
+"""`train_from_config`: base model + corpus + encoded contexts (cached) -> Trainer.run()."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hypernet.encoder import EncodedContext
+from training.data.corpus import RepoData, build_corpus
+from training.hypernet.config import TrainConfig
+from training.hypernet.train import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def encode_repos(repos: list[RepoData], *, use_sentence: bool, use_tokens: bool, tokenizer: Any,
+                 embeddings: torch.Tensor | None, cache: Path | None = None,
+                 max_tokens: int = 2048) -> list[EncodedContext]:
+    """Per repository: pooled sentence vectors of its context items and/or base-model token embeddings of its
+    rendered API text. The encoders are frozen, so this runs once and is cached."""
+    from hypernet.encoder import ContextEncoder, SentenceEncoder, TokenEncoder
+
+    key = hashlib.sha256(json.dumps([[r.name, r.digest, len(r.render_text), len(r.items)] for r in repos]
+                                    + [use_sentence, use_tokens, max_tokens]).encode()).hexdigest()[:16]
+    path = Path(cache) / f"features-{key}.pt" if cache else None
+    if path is not None and path.is_file():
+        data = torch.load(path)
+        return [EncodedContext(p, t) for p, t in zip(data["pooled"], data["tokens"])]
+    sentence = SentenceEncoder.load() if use_sentence else None
+    tokens = TokenEncoder(tokenizer, embeddings=embeddings, max_tokens=max_tokens) if use_tokens else None
+    enc = ContextEncoder(sentence, tokens)
+    t0 = time.perf_counter()
+    out = [enc.encode(items=r.items, api_text=r.render_text) for r in repos]
+    log.info("encoded %d repository contexts in %.1fs", len(repos), time.perf_counter() - t0)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"pooled": [e.pooled for e in out], "tokens": [e.tokens for e in out]}, path)
+    return out
+
+
+def load_everything(cfg: TrainConfig) -> tuple[Any, Any, list[RepoData], list[EncodedContext]]:
+    """(model, tokenizer, repos, features) for a config."""
+    from hypernet.basemodel import load_base_model, load_tokenizer
+
+    torch.set_num_threads(cfg.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tokenizer = load_tokenizer(cfg.base_model)
+    model = load_base_model(cfg.base_model)
+    model.config.use_cache = False
+    repos = build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=cfg.progress)
+    hn = cfg.hypernet
+    feats = encode_repos(repos, use_sentence=hn.get("use_sentence", True) and cfg.arm == "hypernet",
+                         use_tokens=hn.get("use_tokens", True) and cfg.arm == "hypernet", tokenizer=tokenizer,
+                         embeddings=model.get_input_embeddings().weight.detach().float(),
+                         cache=cfg.work_path, max_tokens=cfg.corpus.context_budget)
+    return model, tokenizer, repos, feats
+
+
+def train_from_config(cfg: TrainConfig, resume: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Prepare and train; returns the last logged record."""
+    t0 = time.perf_counter()
+    model, _tok, repos, feats = load_everything(cfg)
+    counts = {s: sum(r.split == s for r in repos) for s in ("train", "val", "test")}
+    log.info("corpus: %s repositories; prepared in %.1fs", counts, time.perf_counter() - t0)
+    key = hashlib.sha256((cfg.corpus.key() + str(cfg.base_model)).encode()).hexdigest()[:16]
+    trainer = Trainer(cfg, model, repos, feats, cache_key=key)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(cfg.out_dir) / "splits.json").write_text(json.dumps(
+        {s: [r.name for r in repos if r.split == s] for s in ("train", "val", "test")}, indent=1) + "\n")
+    last = trainer.run(resume=resume, stop_after=stop_after)
+    last["wall_s"] = round(time.perf_counter() - t0, 1)
+    return last
