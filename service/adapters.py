@@ -74,9 +74,14 @@ def adapter_path(state: "ServiceState", version: AdapterVersion) -> Path:
 
 
 def build_adapter_version(
-    state: "ServiceState", repo_id: int, ctx: Any, commit_sha: str, report: Callable[[float, str], None]
+    state: "ServiceState", repo_id: int, ctx: Any, commit_sha: str, report: Callable[[float, str], None],
+    evolve: Callable[[Any], Any] | None = None,
 ) -> AdapterVersion:
-    """Record the context snapshot, generate (or reuse) the adapter and record a new active version."""
+    """Record the context snapshot, generate (or reuse) the adapter and record a new active version.
+
+    `evolve(generator) -> EvolvingState` switches to evolving mode: the adapter is generated from the
+    repository's recurrent state instead of the static context, and keyed by the state's digest.
+    """
     settings = state.settings
     stats = ctx.summary() if hasattr(ctx, "summary") else dict(ctx.stats)
     with state.sessions.begin() as s:
@@ -90,11 +95,13 @@ def build_adapter_version(
     report(0.5, "loading the hypernetwork")
     generator = state.generator()
     hypernet_version = generator.version_id
+    evolving = evolve(generator) if evolve is not None else None
+    digest = evolving.digest if evolving is not None else ctx.digest
 
     # Same context + same hypernetwork = same adapter: reuse any stored artifact, no recompute.
     with state.sessions() as s:
         existing = s.scalar(select(AdapterVersion).where(
-            AdapterVersion.context_digest == ctx.digest, AdapterVersion.hypernet_version == hypernet_version,
+            AdapterVersion.context_digest == digest, AdapterVersion.hypernet_version == hypernet_version,
             AdapterVersion.status == "ready").order_by(AdapterVersion.id.desc()).limit(1))
     metrics: dict[str, Any] = {}
     if existing is not None and (Path(existing.artifact_path) / "adapter_config.json").exists():
@@ -102,8 +109,14 @@ def build_adapter_version(
         metrics["reused_from"] = {"repository_id": existing.repository_id, "version": existing.version}
         report(0.8, f"reusing adapter {sha[:12]} (same context and hypernetwork)")
     else:
-        report(0.6, "generating the adapter")
-        artifact = generator.generate(ctx, Path(settings.artifact_dir))
+        report(0.6, "generating the adapter" + (" from the evolving state" if evolving is not None else ""))
+        if evolving is not None:
+            from hypernet.evolve import generate_from_state
+
+            artifact = generate_from_state(evolving, generator, Path(settings.artifact_dir), ctx)
+            metrics["evolving"] = {"steps": evolving.steps, "tokens": len(evolving.weights)}
+        else:
+            artifact = generator.generate(ctx, Path(settings.artifact_dir))
         sha, path = artifact.sha256, Path(artifact.path)
         metrics["timings_ms"] = getattr(artifact, "timings_ms", {})
     metrics["context"] = {k: stats[k] for k in ("files", "definitions") if k in stats}
@@ -114,7 +127,7 @@ def build_adapter_version(
             raise JobError("repository was deleted while the job ran")
         last = s.scalar(select(AdapterVersion).where(AdapterVersion.repository_id == repo_id)
                         .order_by(AdapterVersion.version.desc()).limit(1))
-        if last is not None and last.context_digest == ctx.digest and last.hypernet_version == hypernet_version \
+        if last is not None and last.context_digest == digest and last.hypernet_version == hypernet_version \
                 and last.artifact_sha256 == sha:
             # Nothing changed for the model: keep the current version instead of adding a twin.
             last.commit_sha = commit_sha
@@ -126,7 +139,7 @@ def build_adapter_version(
             AdapterVersion.repository_id == repo_id)) or 0) + 1
         version = AdapterVersion(
             repository_id=repo_id, version=number, commit_sha=commit_sha, hypernet_version=hypernet_version,
-            context_digest=ctx.digest, artifact_sha256=sha, artifact_path=str(path), status="ready",
+            context_digest=digest, artifact_sha256=sha, artifact_path=str(path), status="ready",
             metrics=json.loads(json.dumps(metrics, default=str)),
         )
         s.add(version)

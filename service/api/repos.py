@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 from service import repos as registry
 from service import versions
 from service.api.deps import get_session, get_state
-from service.api.schemas import (JobOut, PruneIn, PruneOut, RepoCreate, RepoCreated, RepoOut, RollbackIn, SecretOut,
-                                 VersionOut)
+from service.api.schemas import (JobOut, PruneIn, PruneOut, RepoCreate, RepoCreated, RepoOut, RepoUpdate, RollbackIn,
+                                 SecretOut, VersionOut)
 from service.db.models import Repository
 from service.gitops import RepoURLError
 from service.state import ServiceState
@@ -57,6 +57,16 @@ def list_repos(session: Session = Depends(get_session)) -> list[RepoOut]:
 def get_repo(ref: str, session: Session = Depends(get_session)) -> RepoOut:
     """One repository by id or name, with its latest job."""
     return _repo_out(session, _get_or_404(session, ref))
+
+
+@router.patch("/{ref}", response_model=RepoOut, responses={404: {"description": "Unknown repository"}})
+def update_repo(ref: str, body: RepoUpdate, session: Session = Depends(get_session)) -> RepoOut:
+    """Change the adaptation mode (`static` or `evolving`); it applies from the next push or regeneration."""
+    repo = _get_or_404(session, ref)
+    if body.mode is not None:
+        repo.mode = body.mode
+    session.commit()
+    return _repo_out(session, repo)
 
 
 @router.delete("/{ref}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {"description": "Unknown repository"}})

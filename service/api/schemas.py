@@ -94,3 +94,9 @@ class PruneOut(BaseModel):
 
 class SecretOut(BaseModel):
     webhook_secret: str
+
+
+class RepoUpdate(BaseModel):
+    """Fields of a repository that can change after registration."""
+
+    mode: Literal["static", "evolving"] | None = None

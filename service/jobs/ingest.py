@@ -111,5 +111,35 @@ def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
         report(0.35, f"re-extracting {len(changes)} changed files")
         ctx = update_context(previous_ctx, checkout, changes)
     _save_context(state, repo_id, sha, ctx)
-    version = build_adapter_version(state, repo_id, ctx, sha, report)
+    evolve = None
+    if repo.mode == "evolving":
+        evolve = _evolver(state, repo_id, old if not full else None, sha, previous_ctx if not full else None, ctx)
+    version = build_adapter_version(state, repo_id, ctx, sha, report, evolve=evolve)
     return f"adapter version {version.version} ready (commit {sha[:12]})"
+
+
+def _evolver(state: "ServiceState", repo_id: int, old: str | None, new: str, previous_ctx: Any, ctx: Any):  # type: ignore[no-untyped-def]
+    """The evolving-mode step: fold this commit's diff into the saved state (or start one), then save it."""
+    from hypernet.evolve import EvolvingState, diff_api_text, fold, initial_state
+
+    path = workspace(state, repo_id) / "evolving.json"
+
+    def step(generator: Any) -> EvolvingState:
+        prev = None
+        try:
+            prev = EvolvingState.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError):
+            pass
+        if prev is not None and old is not None and prev.commit == old and previous_ctx is not None:
+            added, removed = diff_api_text(previous_ctx, ctx)
+            current = fold(prev, generator, added, removed, new)
+        elif prev is not None and prev.commit == new:
+            current = prev  # regenerating the same commit: the state is already there
+        else:
+            current = initial_state(ctx, generator, new)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(current.to_json()))
+        os.replace(tmp, path)
+        return current
+
+    return step

@@ -1,0 +1,162 @@
+"""Evolving adaptation: a per-repository recurrent state folded over each commit's diff.
+
+The hypernetwork reads its token context as a *bag* of token vectors with log-count weights (token
+vectors carry no position; see `Code2LoRAHypernet.generate`). The evolving state is exactly that
+bag: a weight per token id. It starts as the static context's bag; each commit folds in
+
+    w <- decay * w + boost * count(added API text) - count(removed API text)     (floored at 0)
+
+where the API text of a commit is the rendered signatures (and docstrings) of the definitions the
+commit added or changed, and of those it removed. Recent APIs therefore weigh more than old ones,
+names a commit removed fade out, and the adapter is regenerated from the state alone, at the cost of
+encoding the diff rather than the repository. `decay` and `boost` are the recurrence's parameters;
+they are stored with the state so a state is always read with the values that built it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+from hypernet.adapter import write_adapter
+
+if TYPE_CHECKING:
+    from hypernet.context import RepoContext
+    from hypernet.generator import AdapterGenerator
+    from hypernet.pipeline import AdapterArtifact
+
+
+class EvolveError(RuntimeError):
+    """The generator cannot run in evolving mode (e.g. its token path reads hidden states)."""
+
+
+@dataclass
+class EvolvingState:
+    """Token-id weights plus where they came from; JSON-serialisable and persisted per repository."""
+
+    weights: dict[int, float]
+    commit: str | None = None
+    steps: int = 0
+    decay: float = 0.8
+    boost: float = 2.0
+    max_tokens: int = 4096
+    history: list[str] = field(default_factory=list)  # commits folded in, oldest first (bounded)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-ready dict (weights rounded so the digest is stable across platforms)."""
+        return {"weights": {str(k): round(v, 6) for k, v in sorted(self.weights.items())}, "commit": self.commit,
+                "steps": self.steps, "decay": self.decay, "boost": self.boost, "max_tokens": self.max_tokens,
+                "history": self.history[-64:]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "EvolvingState":
+        """Inverse of `to_json`."""
+        return cls(weights={int(k): float(v) for k, v in d["weights"].items()}, commit=d.get("commit"),
+                   steps=int(d.get("steps", 0)), decay=float(d.get("decay", 0.8)), boost=float(d.get("boost", 2.0)),
+                   max_tokens=int(d.get("max_tokens", 4096)), history=list(d.get("history", [])))
+
+    @property
+    def digest(self) -> str:
+        """Content digest of the state (the adapter cache key's context part in evolving mode)."""
+        body = json.dumps({"evolving": self.to_json()["weights"]}, sort_keys=True).encode()
+        return hashlib.sha256(body).hexdigest()
+
+
+def _token_ids(generator: "AdapterGenerator", text: str) -> list[int]:
+    tokens = generator.encoder.tokens
+    if tokens is None or tokens.source != "embeddings":
+        raise EvolveError("evolving mode needs a hypernetwork whose token path reads the base model's embeddings")
+    return tokens.token_ids(text).tolist()
+
+
+def _bag(ids: Iterable[int]) -> dict[int, float]:
+    out: dict[int, float] = {}
+    for i in ids:
+        out[i] = out.get(i, 0.0) + 1.0
+    return out
+
+
+def initial_state(ctx: "RepoContext", generator: "AdapterGenerator", commit: str | None,
+                  decay: float = 0.8, boost: float = 2.0) -> EvolvingState:
+    """The state of a freshly registered repository: the static context's token bag."""
+    text = ctx.render(budget_tokens=generator.token_budget, count_tokens=generator.encoder.tokens.count_tokens)
+    return EvolvingState(weights=_bag(_token_ids(generator, text)), commit=commit, decay=decay, boost=boost,
+                         history=[commit] if commit else [])
+
+
+def _definition_lines(ctx: "RepoContext", paths: Iterable[str]) -> dict[tuple[str, str], str]:
+    lines: dict[tuple[str, str], str] = {}
+    for path in paths:
+        facts = ctx.files.get(path)
+        if facts is None:
+            continue
+        for d in facts.definitions:
+            lines[(path, d.qualname)] = d.signature + (f"  # {d.doc}" if d.doc else "")
+        for c in facts.constants:
+            lines[(path, c.name)] = f"{c.name} = {c.value}"
+    return lines
+
+
+def diff_api_text(old: "RepoContext", new: "RepoContext") -> tuple[str, str]:
+    """(added, removed) API text between two contexts: definitions that appeared or changed, and those that
+    disappeared or changed (a changed signature is removed in its old form and added in its new one)."""
+    changed = {p for p in set(old.files) | set(new.files)
+               if (old.files.get(p).sha256 if p in old.files else None)
+               != (new.files.get(p).sha256 if p in new.files else None)}
+    before, after = _definition_lines(old, changed), _definition_lines(new, changed)
+    added = [after[k] for k in sorted(after) if before.get(k) != after[k]]
+    removed = [before[k] for k in sorted(before) if after.get(k) != before[k]]
+    return "\n".join(added), "\n".join(removed)
+
+
+def fold(state: EvolvingState, generator: "AdapterGenerator", added_text: str, removed_text: str,
+         commit: str | None) -> EvolvingState:
+    """One recurrent step over a commit's diff; returns a new state (the input is not modified)."""
+    weights = {k: v * state.decay for k, v in state.weights.items()}
+    for i, n in _bag(_token_ids(generator, added_text)).items():
+        weights[i] = weights.get(i, 0.0) + state.boost * n
+    for i, n in _bag(_token_ids(generator, removed_text)).items():
+        weights[i] = weights.get(i, 0.0) - n
+    # Drop faded tokens; keep the heaviest `max_tokens` so the state stays bounded however long the history.
+    kept = sorted(((k, v) for k, v in weights.items() if v > 1e-3), key=lambda kv: (-kv[1], kv[0]))
+    history = (state.history + [commit])[-64:] if commit else state.history
+    return EvolvingState(weights=dict(kept[: state.max_tokens]), commit=commit, steps=state.steps + 1,
+                         decay=state.decay, boost=state.boost, max_tokens=state.max_tokens, history=history)
+
+
+def generate_from_state(state: EvolvingState, generator: "AdapterGenerator", out_dir: Path,
+                        ctx: "RepoContext | None" = None) -> "AdapterArtifact":
+    """Write the adapter the hypernetwork generates from `state` (content-addressed under `out_dir`)."""
+    import torch
+
+    from hypernet.pipeline import AdapterArtifact
+
+    t0 = time.perf_counter()
+    embeddings = generator.encoder.tokens.embeddings
+    ids = sorted(state.weights) or [0]
+    tokens = embeddings[torch.tensor(ids)].float().unsqueeze(0)
+    log_count = torch.tensor([[math.log(max(state.weights.get(i, 1e-3), 1e-3)) for i in ids]])
+    pooled = None
+    if generator.hypernet.config.use_sentence:
+        if ctx is None:
+            raise EvolveError("this hypernetwork also reads sentence vectors: pass the current context")
+        pooled = generator.encoder.sentence.pool(ctx.render_items(max_items=generator.max_items)).unsqueeze(0)
+    t1 = time.perf_counter()
+    with torch.no_grad():
+        out = generator.hypernet(pooled, tokens, token_log_count=log_count)
+    tensors = {path: (a[0], b[0]) for path, (a, b) in out.items()}
+    t2 = time.perf_counter()
+    files = write_adapter(tensors, Path(out_dir), base_model=generator.base_model_name,
+                          lora_alpha=generator.hypernet.config.lora_alpha, dtype=generator.adapter_dtype,
+                          extra={"hypernet_version": generator.version_id, "context_digest": state.digest,
+                                 "mode": "evolving"})
+    t3 = time.perf_counter()
+    return AdapterArtifact(path=files.path, sha256=files.sha256, hypernet_version=generator.version_id,
+                           context_digest=state.digest, rank=generator.hypernet.config.rank, nbytes=files.nbytes,
+                           timings_ms={"encode": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
+                                       "write": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
