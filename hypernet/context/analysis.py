@@ -6,6 +6,7 @@ and a full re-extraction produce the same analysis.
 
 from __future__ import annotations
 
+import gc
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from hypernet.context.imports import build_index, classify
 from hypernet.context.model import Constant, Definition, FileFacts
 
 DAMPING = 0.85
+MAX_DEFINERS = 16  # names defined in more files than this carry no ranking signal
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,18 @@ def constant_definition(c: Constant) -> Definition:
 
 def analyse(files: dict[str, FileFacts]) -> Analysis:
     """Compute the whole analysis for a set of files."""
+    # Tens of thousands of small acyclic objects: pausing the cyclic GC avoids repeated full scans
+    # of the (large) facts heap, which otherwise costs more than the analysis itself.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _analyse(files)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _analyse(files: dict[str, FileFacts]) -> Analysis:
     a = Analysis()
     paths = sorted(files)
     idx = build_index(files)
@@ -80,28 +94,28 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
     definers: dict[str, list[int]] = {}
     for i, p in enumerate(paths):
         f = files[p]
-        seen: set[str] = set()
-        for d in f.definitions:
-            seen.add(d.name)
-        for c in f.constants:
-            seen.add(c.name)
+        seen = {d.name for d in f.definitions}
+        seen.update(c.name for c in f.constants)
         for name in seen:
-            if not (name.startswith("__") and name.endswith("__")):
+            if name[:2] != "__" or name[-2:] != "__":
                 definers.setdefault(name, []).append(i)
+    name_ids: dict[str, int] = {name: k for k, name in enumerate(sorted(definers))}
     src_l: list[int] = []
     dst_l: list[int] = []
     w_l: list[float] = []
-    ident_l: list[str] = []
+    ident_l: list[int] = []
     for i, p in enumerate(paths):
         refs: dict[str, int] = {}
         for name, n in files[p].uses.items():
             ds = definers.get(name)
             if not ds:
                 continue
-            others = [j for j in ds if j != i]
-            if not others:
-                continue
+            if len(ds) == 1 and ds[0] == i:
+                continue  # only defined here: not a reference to elsewhere
             refs[name] = n
+            if len(ds) > MAX_DEFINERS:
+                continue  # `run`, `setUp`, `get`: defined everywhere, they link nothing specific
+            others = [j for j in ds if j != i]
             mul = 1.0
             if name.startswith("_"):
                 mul *= 0.1
@@ -110,11 +124,11 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
             if len(name) >= 8 and ("_" in name or name != name.lower()):
                 mul *= 10.0
             w = mul * math.sqrt(n)
-            for j in others:
-                src_l.append(i)
-                dst_l.append(j)
-                w_l.append(w)
-                ident_l.append(name)
+            k = len(others)
+            src_l.extend([i] * k)
+            dst_l.extend(others)
+            w_l.extend([w] * k)
+            ident_l.extend([name_ids[name]] * k)
         a.references[p] = dict(sorted(refs.items()))
     n = len(paths)
     if n == 0:
@@ -134,14 +148,16 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
             break
         r = new
     a.file_rank = {p: float(r[i]) for i, p in enumerate(paths)}
-    # Each edge hands the referencing file's rank share to the (defining file, name) pair.
-    share = r[src] * norm if len(w) else np.zeros(0)
-    # Plus the fraction of files referencing the name: without it one helper of a central file
-    # outranks an API that every other file uses.
+    # Each edge hands the referencing file's rank share to the (defining file, name) pair, plus 1/N
+    # per referencing file: without it one helper of a central file outranks an API every file uses.
     name_score: dict[tuple[int, str], float] = {}
-    for k, (j, name) in enumerate(zip(dst_l, ident_l)):
-        key = (j, name)
-        name_score[key] = name_score.get(key, 0.0) + float(share[k]) + 1.0 / n
+    if len(w):
+        names = sorted(definers)
+        key = dst * len(names) + np.asarray(ident_l, dtype=np.int64)
+        uniq, inv = np.unique(key, return_inverse=True)
+        sums = np.bincount(inv, weights=r[src] * norm) + np.bincount(inv) / n
+        for k, s in zip(uniq.tolist(), sums.tolist()):
+            name_score[(k // len(names), names[k % len(names)])] = s
     ranked: list[tuple[float, float, str, int, Definition]] = []
     for j, p in enumerate(paths):
         f = files[p]

@@ -202,7 +202,7 @@ class RepoContext:
 
     def to_json_text(self) -> str:
         """Canonical JSON text."""
-        return json.dumps(self.to_json(), sort_keys=True, ensure_ascii=False)
+        return json.dumps(self.to_json(), sort_keys=True)
 
 
 def extract_repo(root: Path, *, max_file_bytes: int = 1_000_000, max_files: int = 20_000,
