@@ -42,6 +42,23 @@ def _install_openai_errors(app: FastAPI) -> None:
         return await request_validation_exception_handler(request, exc)
 
 
+def _install_database_errors(app: FastAPI) -> None:
+    """Database unreachable (PostgreSQL restarting, SQLite locked): 503 + Retry-After, not a 500."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.error("database unavailable on %s %s: %s", request.method, request.url.path,
+                  str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        headers = {"Retry-After": "5"}
+        message = "database unavailable, retry later"
+        if request.url.path.startswith("/v1/"):
+            return v1.openai_error(503, message, "service_unavailable", headers=headers)
+        return JSONResponse({"detail": message}, status_code=503, headers=headers)
+
+    app.add_exception_handler(OperationalError, _unavailable)
+    app.add_exception_handler(InterfaceError, _unavailable)
+
+
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
     """Build the app; on start the DB is migrated to head, the queue started and the engine loaded."""
     settings = settings or get_settings()
@@ -75,6 +92,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
         lifespan=lifespan,
     )
     _install_openai_errors(app)
+    _install_database_errors(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:  # closed unless an allow-list is configured
         from fastapi.middleware.cors import CORSMiddleware
