@@ -118,6 +118,11 @@ def check_targets(config: HypernetConfig, targets: "list[TargetModule]", where: 
     have = [[t.path, t.module_type, t.layer, t.in_features, t.out_features] for t in targets]
     if have == config.targets:
         return
+    # A hypernet may adapt only some layers (e.g. the top ones): accept it when the base model has the same
+    # depth and width and every module the hypernet writes exists here with the same shape.
+    depth = 1 + max((t.layer for t in targets), default=-1)
+    if config.targets and depth == config.num_layers and all(row in have for row in config.targets):
+        return
     want_layers = config.num_layers
     got_layers = 1 + max((t.layer for t in targets), default=-1)
     diff = next(((w, g) for w, g in zip(config.targets, have) if w != g), None)
