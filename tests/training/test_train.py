@@ -107,3 +107,31 @@ def test_config_file_round_trip_and_unknown_keys(tmp_path):
     path.write_text(json.dumps({**cfg.to_dict(), "stepz": 1}))
     with pytest.raises(ValueError, match="stepz"):
         load_config(path)
+
+
+def test_a_top_layer_checkpoint_serves_through_the_adapter_generator(tmp_path, toy_repos, tokenizer):
+    """The service path: AdapterGenerator accepts a checkpoint that adapts only the top layers."""
+    from hypernet.adapter import read_adapter
+    from hypernet.generator import AdapterGenerator
+
+    model = tiny_llama()
+    model_dir = tmp_path / "tiny"
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    cfg = _cfg(tmp_path, steps=2)
+    trainer = Trainer(cfg, model, toy_repos, _feats(toy_repos, model, tokenizer))
+    trainer.run(resume=False)
+    gen = AdapterGenerator.load(tmp_path / "out" / "hypernet.safetensors", model_dir)
+
+    class Ctx:
+        digest = "d" * 64
+
+        def render(self, budget_tokens=2048, count_tokens=None):
+            return toy_repos[0].render_text
+
+        def render_items(self, max_items=256):
+            return toy_repos[0].items
+
+    art = gen.generate(Ctx(), tmp_path / "adapters")
+    _, tensors = read_adapter(art.path)
+    assert sorted(tensors) == sorted(row[0] for row in trainer.net.config.targets)
