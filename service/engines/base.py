@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import AsyncIterator, Protocol, Sequence, runtime_checkable
 
-BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in ``adapter_names``
+BASE_ADAPTER = "__base__"  # the name of "no adapter" (as in PEFT's ``adapter_names``)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The embedded engine: one transformers model, many PEFT adapters, one scheduler thread."""
+"""The embedded engine: one transformers model, many stacked LoRA adapters, one scheduler thread."""
 
 from __future__ import annotations
 

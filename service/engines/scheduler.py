@@ -2,7 +2,7 @@
 
 Iteration-level (continuous) batching: between two decode steps new requests are prefilled and
 join the running batch, and finished rows leave it, so no request waits for another to finish.
-Rows of different adapters share each forward pass through PEFT's ``adapter_names``.
+Rows of different adapters share each forward pass through stacked LoRA slots (``lora_slots``).
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from .base import BASE_ADAPTER, GenerationRequest, StreamDelta, TokenLogprob
 from .errors import AdapterRejected, EngineClosed, InvalidGenerationRequest
 from .kvbatch import BatchKV, tensors_to_cache
+from .lora_slots import LoraSlots
 from .lru import AdapterLRU
-from .peft_slots import PeftSlots
 from .sampling import make_generator, sample_token, token_logprobs
 from .stats import StatsRecorder
 from .textstop import IncrementalText
@@ -71,7 +71,7 @@ class Scheduler:
                  stats: StatsRecorder, device: str | torch.device = "cpu") -> None:
         self.tokenizer = tokenizer
         self.device = torch.device(device)
-        self.adapters = PeftSlots(model, AdapterLRU(slots))
+        self.adapters = LoraSlots(model, AdapterLRU(slots))
         self.max_batch_size = max_batch_size
         self.stats = stats
         cfg = model.config

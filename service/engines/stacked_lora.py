@@ -1,0 +1,102 @@
+"""Stacked multi-LoRA linear layers (Punica / S-LoRA style): every adapter slot in one tensor.
+
+Each wrapped ``nn.Linear`` holds A ``[S, r, in]`` and B ``[S, out, r]`` for S slots (slot 0 is
+"no adapter" and stays all zero). Before a forward pass the caller sets one slot per batch row; the
+layer gathers each row's A/B and runs two batched matmuls, so the LoRA cost does not grow with the
+number of distinct adapters in the batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+BASE_SLOT = 0
+
+
+@dataclass
+class RowSlots:
+    """Per-row slot indices for the next forward pass, shared by every layer of one model."""
+
+    index: torch.Tensor | None = None  # [batch] long; None = every row is a base row
+    active: frozenset[int] = field(default_factory=frozenset)  # non-base slots present in the batch
+    single: int | None = None  # the one slot every row uses (plain matmuls, no gather)
+
+    def set(self, slots: Sequence[int], device: torch.device) -> None:
+        """Select ``slots[i]`` for batch row i."""
+        self.active = frozenset(s for s in slots if s != BASE_SLOT)
+        if not self.active:
+            self.clear()
+            return
+        self.single = slots[0] if len(set(slots)) == 1 else None
+        self.index = torch.tensor(list(slots), dtype=torch.long, device=device)
+
+    def clear(self) -> None:
+        """Back to base-only (every layer returns exactly the base output)."""
+        self.index, self.active, self.single = None, frozenset(), None
+
+
+class StackedLoRALinear(nn.Module):
+    """``y = base(x) + (x @ A[slot]^T) @ B[slot]^T`` per row; scaling is folded into B on write."""
+
+    def __init__(self, base: nn.Linear, rows: RowSlots, num_slots: int, rank: int) -> None:
+        super().__init__()
+        self.base = base
+        self.rows = rows
+        self.in_features, self.out_features = base.in_features, base.out_features
+        w = base.weight
+        self.register_buffer("lora_A", w.new_zeros((num_slots, rank, self.in_features)), persistent=False)
+        self.register_buffer("lora_B", w.new_zeros((num_slots, self.out_features, rank)), persistent=False)
+        self.live: set[int] = set()  # slots with weights in this layer; others are skipped or zero
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The base weight (code that inspects ``.weight`` keeps working)."""
+        return self.base.weight
+
+    def resize(self, num_slots: int, rank: int) -> None:
+        """Grow to at least ``num_slots`` slots and ``rank``; existing slots keep their weights."""
+        old_s, old_r = self.lora_A.shape[0], self.lora_A.shape[1]
+        if num_slots <= old_s and rank <= old_r:
+            return
+        s, r = max(num_slots, old_s), max(rank, old_r)
+        a = self.lora_A.new_zeros((s, r, self.in_features))
+        b = self.lora_B.new_zeros((s, self.out_features, r))
+        a[:old_s, :old_r] = self.lora_A  # zero padding of the rank leaves (x A^T) B^T unchanged
+        b[:old_s, :, :old_r] = self.lora_B
+        self.lora_A, self.lora_B = a, b
+
+    def write(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
+        """Copy one adapter's A [r, in] and B [out, r] into ``slot``, zero-padding to the stack's rank."""
+        r = a.shape[0]
+        self.lora_A[slot, :r].copy_(a)
+        self.lora_A[slot, r:].zero_()
+        self.lora_B[slot, :, :r].copy_(b)
+        self.lora_B[slot, :, :r].mul_(scaling)
+        self.lora_B[slot, :, r:].zero_()
+        self.live.add(slot)
+
+    def clear(self, slot: int) -> None:
+        """Make ``slot`` a zero delta in this layer (its adapter does not target it)."""
+        # always zero: a freed slot leaves ``live`` but keeps its old weights until overwritten
+        self.lora_A[slot].zero_()
+        self.lora_B[slot].zero_()
+        self.live.discard(slot)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.base(x)
+        rows = self.rows
+        if self.live.isdisjoint(rows.active):
+            return y  # base-only batch, or no adapter in the batch touches this layer
+        if rows.single is not None:
+            s = rows.single
+            return y + nn.functional.linear(nn.functional.linear(x, self.lora_A[s]), self.lora_B[s])
+        n = rows.index.shape[0]
+        x3 = x.reshape(n, -1, self.in_features)
+        a = self.lora_A.index_select(0, rows.index)  # [n, r, in]
+        b = self.lora_B.index_select(0, rows.index)  # [n, out, r]
+        h = torch.bmm(x3, a.transpose(1, 2))  # [n, seq, r]
+        return torch.baddbmm(y.reshape(n, -1, self.out_features), h, b.transpose(1, 2)).reshape(y.shape)
