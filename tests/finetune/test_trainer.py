@@ -140,3 +140,40 @@ def test_sample_masks_after_eos():
     toks, mask = sample(nullcontext(AlwaysEos()), [[1], [2, 3]], 3, pad_id=0, eos_id=4)
     assert toks.tolist() == [[4, 0, 0], [4, 0, 0]]
     assert mask.tolist() == [[1, 0, 0], [1, 0, 0]]
+
+
+def test_cached_context_prefix_gives_the_same_logits(sharp_base):
+    from contextlib import nullcontext
+
+    from hypernet.basemodel import load_base_model
+    from training.finetune.rollout import completion_logits, prefix_cache
+
+    model = load_base_model(sharp_base)
+    ctx = [40, 41, 42, 43, 44]
+    comp = torch.tensor([[5, 6, 7], [8, 9, 10]])
+    prompts = [[1, 2, 3, 4], [3, 4]]
+    plain = completion_logits(nullcontext(model), [ctx + p for p in prompts], comp, pad_id=257)
+    cache = prefix_cache(nullcontext(model), ctx)
+    cached = completion_logits(nullcontext(model), prompts, comp, pad_id=257, cache=cache)
+    assert torch.allclose(plain, cached, atol=1e-4)
+    # the cache is reusable: a second call sees the same prefix, not the first call's appended states
+    again = completion_logits(nullcontext(model), prompts, comp, pad_id=257, cache=cache)
+    assert torch.allclose(again, cached, atol=1e-5)
+
+
+@pytest.mark.parametrize("method,extra", [
+    ("sft", {"sft": {"source": "teacher"}}),
+    ("tropd", {"inner_steps": 2, "tropd": {"guide_share": 0.5, "guide_tokens": 3}}),
+])
+def test_context_distillation_recipe_on_toy_texts(student_dir, tmp_path, method, extra):
+    """Default teacher = the student's own base with the context (cached) before every prompt."""
+    d = toy_config(student_dir, None, tmp_path / method, method, steps=2, save_every=2, eval_every=2, **extra)
+    d["teacher"] = {"context": True, "context_tokens": 40}
+    d["task"]["context_text"] = "def restock_shelf(shelf, count): ...\nclass ShelfLabel: ...\n"
+    cfg = config_from_dict(d)
+    from training.finetune.trainer import build_run
+
+    _s, teacher, task, _tok = build_run(cfg)
+    assert len(teacher.context_ids) > 40 and teacher.context_cache().length == len(teacher.context_ids)
+    last = train_from_config(cfg)
+    assert last["step"] == 2 and "eval_rkl" in last and "teacher_loss" not in last

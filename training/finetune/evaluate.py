@@ -45,8 +45,8 @@ def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, p
                 tot["ident"] += float(ce[ident].sum())
                 tot["n_ident"] += int(ident.sum())
             if teacher is not None:
-                t_logits = completion_logits(teacher.active(), [teacher.context_ids + [c[0]] for c in ids.tolist()],
-                                             comp, pad_id)
+                t_logits = completion_logits(teacher.active(), [[c[0]] for c in ids.tolist()], comp, pad_id,
+                                             cache=teacher.context_cache())
                 ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
                 tot["rkl"] += float((ls.exp() * (ls - lt)).sum(-1).sum())
                 if with_teacher_loss:

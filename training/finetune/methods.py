@@ -53,19 +53,19 @@ class Env:
                       temperature=self.cfg.temperature, generator=gen)
 
     def sample_teacher(self, prompts: list[Prompt], n: int, gen: torch.Generator, extra: list[list[int]] | None = None):
-        """Teacher samples after its context + the prompt (+ `extra` tokens per row)."""
-        prefixes = [self.teacher.context_ids + p.ids + (extra[i] if extra else []) for i, p in enumerate(prompts)]
+        """Teacher samples after its context (cached) + the prompt (+ `extra` tokens per row)."""
+        prefixes = [p.ids + (extra[i] if extra else []) for i, p in enumerate(prompts)]
         return sample(self.teacher.active(), prefixes, n, pad_id=self.pad_id, eos_id=self.eos_id,
-                      temperature=self.cfg.temperature, generator=gen)
+                      temperature=self.cfg.temperature, generator=gen, cache=self.teacher.context_cache())
 
     def student_logits(self, prompts: list[Prompt], tokens: torch.Tensor) -> torch.Tensor:
         """Student logits over the completion (with gradient when enabled)."""
         return completion_logits(self.student.active(), [p.ids for p in prompts], tokens, self.pad_id)
 
     def teacher_logits(self, prompts: list[Prompt], tokens: torch.Tensor) -> torch.Tensor:
-        """Teacher logits over the completion, its context prepended."""
-        return completion_logits(self.teacher.active(), [self.teacher.context_ids + p.ids for p in prompts], tokens,
-                                 self.pad_id)
+        """Teacher logits over the completion, after its (cached) context and the prompt."""
+        return completion_logits(self.teacher.active(), [p.ids for p in prompts], tokens, self.pad_id,
+                                 cache=self.teacher.context_cache())
 
 
 def _empty_flags(n: int, t: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -138,6 +138,16 @@ class Teacher:
         self.model = model
         self.context_ids = list(context_ids or [])
         self.adapter, self.scaling = adapter, scaling
+        self._cache = None
+
+    def context_cache(self):
+        """Key/value states of the context, computed once (the teacher is frozen): teacher calls then cost
+        only their own tokens."""
+        from training.finetune.rollout import prefix_cache
+
+        if self._cache is None and self.context_ids:
+            self._cache = prefix_cache(self.active(), self.context_ids)
+        return self._cache
 
     @classmethod
     def with_adapter(cls, model: nn.Module, adapter_dir: Path | str, context_ids: list[int] | None = None) -> Teacher:

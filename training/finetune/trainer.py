@@ -120,9 +120,7 @@ class FinetuneTrainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Held-out metrics for the current student (teacher loss only at step 0: it never changes)."""
-        m = heldout_metrics(self.student, self.teacher, self.task, self.env.pad_id, with_teacher_loss=self.step == 0)
-        m.pop("per_chunk_loss")
-        return m
+        return heldout_metrics(self.student, self.teacher, self.task, self.env.pad_id, with_teacher_loss=self.step == 0)
 
     # ------------------------------------------------------------------ loop
 
