@@ -88,7 +88,7 @@ def main() -> None:
     mixed = [GenerationRequest(p, params, refs[i]) for i, p in enumerate(PROMPTS)]
     base = [GenerationRequest(p, params, None) for p in PROMPTS]
 
-    # separate model copies: PEFT injects its layers into the model it wraps
+    # separate model copies: the engine wraps the Linear layers of the model it serves
     batched = LocalEngine(*load_model(str(model_dir)), slots=len(PROMPTS))
     swapping = LocalEngine(*load_model(str(model_dir)), slots=1)  # one slot: every request swaps adapters
     for r in mixed:
@@ -104,7 +104,7 @@ def main() -> None:
     asyncio.run(swapping.aclose())
 
     hot = LocalEngine(*load_model(str(model_dir)), slots=2)
-    asyncio.run(hot.ensure_loaded(refs[-1].id, refs[-1].path))  # first load wraps the model in PEFT
+    asyncio.run(hot.ensure_loaded(refs[-1].id, refs[-1].path))  # first load wraps the Linear layers
     latencies = []
     for ref in refs[len(PROMPTS):-1] + refs[:4]:
         start = time.perf_counter()

@@ -42,9 +42,10 @@ def _config(folder: Path) -> dict:
 def _tensors(folder: Path) -> dict[str, torch.Tensor]:
     st = folder / "adapter_model.safetensors"
     if st.is_file():
-        from safetensors.torch import load_file
+        from safetensors.torch import load
 
-        return load_file(str(st))
+        # one read plus in-memory parsing is ~2x faster than load_file's per-tensor mmap slicing
+        return load(st.read_bytes())
     pt = folder / "adapter_model.bin"
     if pt.is_file():
         return torch.load(pt, map_location="cpu", weights_only=True)

@@ -23,7 +23,9 @@ class LoraSlots:
         self.layers: dict[str, StackedLoRALinear] = {}  # module path -> wrapper (created on first use)
         self.slot_of: dict[str, int] = {}  # adapter id -> slot (1..lru.slots)
         self.pending_unload: set[str] = set()
-        self._capacity = 1  # slots allocated in every layer, slot 0 included
+        # every slot is allocated when a layer is wrapped (as vLLM reserves max-loras up front), so a
+        # hot-load never reallocates; only a higher rank does
+        self._slots = lru.slots + 1  # slot 0 included
         self._rank = 0
 
     def load(self, adapter_id: str, path: str, busy: Iterable[str] = ()) -> None:
@@ -64,13 +66,11 @@ class LoraSlots:
         return found
 
     def _write(self, slot: int, lora: LoraWeights) -> None:
-        needed = max(self._capacity, slot + 1)
-        if needed > self._capacity or lora.rank > self._rank:
-            # grow geometrically so a busy engine reallocates O(log slots) times, never past the limit
-            self._capacity = min(max(needed, 2 * self._capacity), self.lru.slots + 1)
-            self._rank = max(self._rank, lora.rank)
+        if lora.rank > self._rank:
+            # rare (a higher-rank adapter than any before): lower ranks are zero-padded to the stack's
+            self._rank = lora.rank
             for layer in self.layers.values():
-                layer.resize(self._capacity, self._rank)
+                layer.resize(self._slots, self._rank)
         for module in lora.modules.keys() - self.layers.keys():
             self._wrap(module)
         for module, layer in self.layers.items():
@@ -84,7 +84,7 @@ class LoraSlots:
         """Replace one Linear by its stacked wrapper (once per module path, on its first adapter)."""
         parent_name, _, child = module.rpartition(".")
         parent = self.model.get_submodule(parent_name) if parent_name else self.model
-        layer = StackedLoRALinear(self._linear(module), self.rows, self._capacity, self._rank)
+        layer = StackedLoRALinear(self._linear(module), self.rows, self._slots, self._rank)
         setattr(parent, child, layer)
         self.layers[module] = layer
 
