@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    # SQLite hands timestamps back naive (they were stored as UTC); the schema promises RFC 3339 date-times.
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 
 class RepoCreate(BaseModel):
@@ -28,9 +36,9 @@ class JobOut(BaseModel):
     message: str | None
     error: str | None
     attempts: int
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    created_at: UtcDateTime
+    started_at: UtcDateTime | None
+    finished_at: UtcDateTime | None
 
 
 class RepoOut(BaseModel):
@@ -46,8 +54,8 @@ class RepoOut(BaseModel):
     active_version: int | None
     pinned_version: int | None
     mode: str
-    created_at: dt.datetime
-    updated_at: dt.datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
     latest_job: JobOut | None = None
 
 
@@ -69,7 +77,7 @@ class VersionOut(BaseModel):
     metrics: dict[str, Any]
     is_active: bool
     is_pinned: bool
-    created_at: dt.datetime
+    created_at: UtcDateTime
 
 
 class HealthOut(BaseModel):
