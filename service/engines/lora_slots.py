@@ -70,7 +70,7 @@ class LoraSlots:
             # rare (a higher-rank adapter than any before): lower ranks are zero-padded to the stack's
             self._rank = lora.rank
             for layer in self.layers.values():
-                layer.resize(self._slots, self._rank)
+                layer.grow_rank(self._rank)
         for module in lora.modules.keys() - self.layers.keys():
             self._wrap(module)
         for module, layer in self.layers.items():

@@ -61,17 +61,16 @@ class StackedLoRALinear(nn.Module):
         """The base weight (code that inspects ``.weight`` keeps working)."""
         return self.base.weight
 
-    def resize(self, num_slots: int, rank: int) -> None:
-        """Grow to at least ``num_slots`` slots and ``rank``; existing slots keep their weights."""
-        old_s, old_r = self.lora_A.shape[0], self.lora_A.shape[1]
-        if num_slots <= old_s and rank <= old_r:
+    def grow_rank(self, rank: int) -> None:
+        """Widen every slot to ``rank``; existing weights are kept, zero-padded."""
+        old = self.lora_A.shape[1]
+        if rank <= old:
             return
-        s, r = max(num_slots, old_s), max(rank, old_r)
-        a = self.lora_A.new_zeros((s, r, self.in_features))
-        b = self.lora_Bt.new_zeros((s, r, self.out_features))
-        a[:old_s, :old_r] = self.lora_A  # zero padding of the rank leaves (x A^T) B^T unchanged
-        b[:old_s, :old_r] = self.lora_Bt
-        self.lora_A, self.lora_Bt = a, b
+        a = self.lora_A.new_zeros((self.lora_A.shape[0], rank, self.in_features))
+        bt = self.lora_Bt.new_zeros((self.lora_Bt.shape[0], rank, self.out_features))
+        a[:, :old] = self.lora_A  # zero padding of the rank leaves (x A^T) B^T unchanged
+        bt[:, :old] = self.lora_Bt
+        self.lora_A, self.lora_Bt = a, bt
 
     def write(self, slot: int, a: torch.Tensor, b: torch.Tensor, scaling: float) -> None:
         """Copy one adapter's A [r, in] and B [out, r] into ``slot``, zero-padding to the stack's rank."""
@@ -92,6 +91,7 @@ class StackedLoRALinear(nn.Module):
         self.live.discard(slot)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Base output plus each row's LoRA delta (rows of slot 0 get exactly the base output)."""
         y = self.base(x)
         rows = self.rows
         if self.live.isdisjoint(rows.active):
