@@ -20,6 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import write_section  # noqa: E402
 from hypernet.context import FileChange, extract_repo, update_context  # noqa: E402
 from hypernet.context.analysis import analyse  # noqa: E402
 from hypernet.context.walk import walk  # noqa: E402
@@ -171,20 +172,6 @@ def render(rows: list[dict], inc: dict, load: tuple[float, float, float]) -> str
     return "\n".join(out)
 
 
-def write_section(text: str, path: Path) -> None:
-    """Replace (or append) only the `## Context extraction` section of docs/BENCHMARKS.md."""
-    doc = path.read_text() if path.exists() else "# Benchmarks\n"
-    lines = doc.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == SECTION), None)
-    if start is None:
-        doc = doc.rstrip("\n") + "\n\n" + text.rstrip("\n") + "\n"
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        doc = "".join(lines[:start]) + text.rstrip("\n") + "\n" + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(doc)
-
-
 def main() -> None:
     """Run the benchmark and print/write the markdown section."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -211,7 +198,7 @@ def main() -> None:
     text = render(rows, inc, load)
     print(text)
     if not args.no_write:
-        write_section(text, ROOT / "docs" / "BENCHMARKS.md")
+        write_section(SECTION, text)
 
 
 if __name__ == "__main__":
