@@ -158,11 +158,12 @@ def load_update(path: Path) -> Update:
     return Update(str(path), int(meta.get("step", -1)), str(meta.get("method", "")), dense, svds)
 
 
-def checkpoint_dirs(run_or_ckpt: Path) -> list[Path]:
-    """A run folder's checkpoints/step-* in step order, or [the path] for a single checkpoint / adapter."""
+def checkpoint_dirs(run_or_ckpt: Path, max_step: int | None = None) -> list[Path]:
+    """A run folder's checkpoints/step-* in step order (up to `max_step`), or [the path] for a single checkpoint."""
     p = Path(run_or_ckpt)
     if (p / "checkpoints").is_dir():
-        return sorted(d for d in (p / "checkpoints").iterdir() if d.is_dir() and d.name.startswith("step-"))
+        dirs = sorted(d for d in (p / "checkpoints").iterdir() if d.is_dir() and d.name.startswith("step-"))
+        return [d for d in dirs if max_step is None or int(d.name.split("-")[1]) <= max_step]
     return [p]
 
 
@@ -224,9 +225,11 @@ def summarize_modules(mods: list[ModuleGeometry]) -> dict[str, float]:
 
 
 def analyze_run(run: Path, base_model: str | None = None, k: int = 8, rel: float = 1e-2,
-                w0_cache: dict[str, tuple[torch.Tensor, SVD]] | None = None) -> dict[str, Any]:
-    """Geometry of a run's final update (per module and averaged, also per module type) and its locking curve."""
-    dirs = checkpoint_dirs(run)
+                w0_cache: dict[str, tuple[torch.Tensor, SVD]] | None = None, max_step: int | None = None
+                ) -> dict[str, Any]:
+    """Geometry of a run's final update (or the last one up to `max_step`; per module, averaged, per module type)
+    and its subspace-locking curve."""
+    dirs = checkpoint_dirs(run, max_step)
     updates = [load_update(d) for d in dirs]
     final = updates[-1]
     meta_base = base_model

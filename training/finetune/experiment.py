@@ -83,7 +83,7 @@ def run_one(config: Path) -> None:
     train_from_config(load_config(config))
 
 
-def compare(out: Path, arms: list[str], img_dir: Path | None = None) -> dict[str, Any]:
+def compare(out: Path, arms: list[str], img_dir: Path | None = None, max_step: int | None = None) -> dict[str, Any]:
     """results.json: per arm held-out before/after (paired bootstrap CI of the change), stability statistics and
     geometry; compare_curves.png, compare_heldout.png and the geometry plots."""
     from training.finetune.evaluate import bootstrap_ci
@@ -106,7 +106,7 @@ def compare(out: Path, arms: list[str], img_dir: Path | None = None) -> dict[str
             res["heldout_change"] = bootstrap_ci([a - b for a, b in zip(after, before)])
         results[arm] = res
         if (out / arm / "checkpoints").is_dir():
-            rep = analyze_run(out / arm, k=8, w0_cache=cache)
+            rep = analyze_run(out / arm, k=8, w0_cache=cache, max_step=max_step)
             reports.append(rep)
             res["geometry"] = rep["summary"]
             res["locking"] = rep["locking"]
@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--img-dir", type=Path, default=None)
     ap.add_argument("--analyze-only", action="store_true")
+    ap.add_argument("--max-step", type=int, default=None, help="geometry at this checkpoint step (equal budgets)")
     args = ap.parse_args(argv)
     if args.one:
         run_one(args.one)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.analyze_only:
         recipe = json.loads(args.recipe.read_text())
         launch(arm_configs(recipe, arms, args.out, args.repo), args.parallel, args.out)
-    res = compare(args.out, arms, args.img_dir)
+    res = compare(args.out, arms, args.img_dir, args.max_step)
     print(json.dumps({a: {k: r.get(k) for k in ("start", "end", "heldout_change")} for a, r in res.items()}, indent=1))
 
 

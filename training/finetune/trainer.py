@@ -147,7 +147,8 @@ class FinetuneTrainer:
                     lt = torch.log_softmax(r.teacher_logits, -1)
                     visited = r.mask.bool()
                     extra["rkl_full"] = float((ls.exp() * (ls - lt)).sum(-1)[visited].mean())
-        own = r.mask.bool() & ~r.teacher_written
+        # The sampled-token reverse-KL estimate only means something on tokens the student sampled itself.
+        own = r.mask.bool() & ~r.teacher_written & (cfg.method != "sft")
         self.step += 1
         rec: dict[str, Any] = {
             "step": self.step, "kind": "train", "loss": losses[0], "loss_last": losses[-1],
