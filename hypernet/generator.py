@@ -73,6 +73,10 @@ class AdapterGenerator:
             hypernet.to(device)
             log.warning("no hypernet checkpoint: using a fresh zero-B hypernet (seed %d); adapters are no-ops", seed)
         encoder = _build_encoder(hypernet.config, model_dir, device, sentence_encoder_path)
+        # A trained checkpoint records the context sizes it was trained with; serve with the same by default.
+        for key in ("token_budget", "max_items"):
+            if key in hypernet.config.extra and key not in options:
+                options[key] = int(hypernet.config.extra[key])
         return cls(hypernet, encoder, base_model_name=base_model_name or str(model_dir.resolve()),
                    trained=checkpoint is not None, **options)
 

@@ -20,7 +20,7 @@ def register(app: typer.Typer) -> None:
         config: Path = typer.Option(None, "--config", help="Training config (default: train_config.json beside C)."),
         max_repos: int = typer.Option(None, help="Evaluate at most this many repositories."),
         per_repo_lora_repos: int = typer.Option(3, help="Repositories that also get a directly trained LoRA."),
-        per_repo_steps: int = typer.Option(20, help="Steps of each per-repository LoRA."),
+        per_repo_steps: int = typer.Option(15, help="Steps of each per-repository LoRA."),
         prompt_chunks: int = typer.Option(2, help="Chunks per repository for the context-in-prompt arm (0: off)."),
         prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
         lines: int = typer.Option(4, help="Line-completion examples per repository."),

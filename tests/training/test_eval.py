@@ -23,7 +23,8 @@ def test_every_arm_is_scored_and_reported(tmp_path, toy_repos, tokenizer):
     shared = SharedLoRA(net_targets := [__import__("hypernet.basemodel", fromlist=["TargetModule"]).TargetModule(*r)
                                         for r in net.config.targets], 4, 8.0)
     assert len(net_targets) == 7
-    opts = EvalOptions(per_repo_lora_repos=1, per_repo_steps=2, prompt_chunks=1, bootstrap=100)
+    opts = EvalOptions(per_repo_lora_repos=1, per_repo_steps=1, prompt_chunks=1, bootstrap=100, lines_per_repo=2,
+                       asserts_per_repo=1)
     ev = Evaluator(model, tokenizer, net, toy_repos, feats, opts, shared_lora=(shared.tensors(), shared.scaling))
     raw = ev.run()
     report = build_report(raw, tokenizer, n_boot=100)

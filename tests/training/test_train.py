@@ -135,3 +135,4 @@ def test_a_top_layer_checkpoint_serves_through_the_adapter_generator(tmp_path, t
     art = gen.generate(Ctx(), tmp_path / "adapters")
     _, tensors = read_adapter(art.path)
     assert sorted(tensors) == sorted(row[0] for row in trainer.net.config.targets)
+    assert gen.token_budget == cfg.corpus.context_budget  # served with the context size it was trained with

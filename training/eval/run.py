@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +52,13 @@ class EvalOptions:
     prompt_budget: int = 256  # context-in-prompt: tokens of rendered context
     prompt_chunks: int = 2  # chunks per repository for the prompt arm (full forward passes: expensive)
     per_repo_lora_repos: int = 3  # repositories that also get a directly trained LoRA
-    per_repo_steps: int = 20
+    per_repo_steps: int = 15
     per_repo_lr: float = 5e-3
     per_repo_chunks: int = 4
     bootstrap: int = 2000
     seed: int = 0
     threads: int = 2
+    skip_arms: list[str] = field(default_factory=list)  # e.g. precompute the hypernet-independent arms
 
 
 @dataclass
@@ -106,11 +108,7 @@ class Evaluator:
         layers = sorted({row[2] for row in hypernet.config.targets})
         self.split = SplitLM(model, layers[0])
         self.scaling = hypernet.config.scaling
-        self.seqs: list[list[Sequence]] = []
-        for r in repos:
-            seqs = list(r.chunks) + [_trim(s, opts.max_prefix) for s in r.lines[: opts.lines_per_repo]]
-            seqs += [_trim(s, opts.max_prefix) for s in r.asserts[: opts.asserts_per_repo]]
-            self.seqs.append(seqs)
+        self.seqs: list[list[Sequence]] = [eval_sequences(r, opts) for r in repos]
         self.timings: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ adapters
@@ -130,18 +128,29 @@ class Evaluator:
         return adapters
 
     def _bottom(self, ids: torch.Tensor) -> torch.Tensor:
-        key = hashlib.sha256(ids.numpy().tobytes() + str((ids.shape, self.split.first)).encode()).hexdigest()[:24]
-        path = self.cache_dir / "eval-states" / f"{key}.pt" if self.cache_dir else None
-        if path is not None and path.is_file():
-            return torch.load(path)
-        h = self.split.bottom(ids)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(h, path)
-        return h
+        return cached_bottom(self.split, ids, self.cache_dir)
 
     def per_repo_lora(self, repo: RepoData) -> tuple[dict, float, float]:
         """Train a LoRA directly on the repository's context files; (tensors, scaling, wall seconds)."""
+        from training.hypernet.config import TrainConfig
+        from training.hypernet.train import Batch, SharedLoRA, step_loss
+
+        o = self.opts
+        path = None
+        if self.cache_dir is not None:
+            tag = hashlib.sha256(f"{repo.digest}|{o.per_repo_steps}|{o.per_repo_lr}|{o.per_repo_chunks}|{o.seed}|"
+                                 f"{self.net.config.targets}|{self.net.config.rank}".encode()).hexdigest()[:24]
+            path = self.cache_dir / "per-repo-lora" / f"{tag}.pt"
+            if path.is_file():
+                saved = torch.load(path)
+                return saved["tensors"], saved["scaling"], saved["seconds"]
+        tensors, scaling, seconds = self._train_per_repo_lora(repo)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"tensors": tensors, "scaling": scaling, "seconds": seconds}, path)
+        return tensors, scaling, seconds
+
+    def _train_per_repo_lora(self, repo: RepoData) -> tuple[dict, float, float]:
         from training.hypernet.config import TrainConfig
         from training.hypernet.train import Batch, SharedLoRA, step_loss
 
@@ -185,22 +194,52 @@ class Evaluator:
     def score_repo(self, i: int, arms: dict[str, tuple[dict | None, float]]) -> dict[str, list[SeqResult]]:
         """Every arm on every sequence of repository i (bottom states computed once)."""
         out: dict[str, list[SeqResult]] = {a: [] for a in arms}
-        seqs = self.seqs[i]
-        chunks = [s for s in seqs if s.kind == "chunk"]
-        groups: list[tuple[list[Sequence], int]] = []
-        if chunks:
-            groups.append((chunks, 1))
-        groups += [([s], s.score_from) for s in seqs if s.kind != "chunk"]
-        for group, score_from in groups:
+        for group, score_from in sequence_groups(self.seqs[i]):
             ids = torch.tensor([s.ids for s in group])
-            h = self._bottom(ids)
+            h = None
             for arm, (adapters, scaling) in arms.items():
+                key = self._result_key(arm, adapters, ids, score_from)
+                hit = self._load(key)
+                if hit is not None:
+                    out[arm] += hit
+                    continue
+                if h is None:
+                    h = self._bottom(ids)
                 ce, pred = _score(self.split, h, ids, adapters, scaling, score_from)
                 tgt = ids[:, score_from:]
-                for k, s in enumerate(group):
-                    out[arm].append(SeqResult(ce[k].tolist(), (pred[k] == tgt[k]).tolist(), s.ident[score_from:],
-                                              pred[k].tolist()))
+                res = [SeqResult(ce[k].tolist(), (pred[k] == tgt[k]).tolist(), s.ident[score_from:], pred[k].tolist())
+                       for k, s in enumerate(group)]
+                self._store(key, res)
+                out[arm] += res
         return out
+
+    # Results of arms that do not depend on the hypernet (base, prompt, shared / per-repo LoRA) are cached on
+    # disk by (arm, adapter content, token ids), so they can be computed while the hypernet still trains.
+    def _result_key(self, arm: str, adapters: dict | None, ids: torch.Tensor, score_from: int) -> str | None:
+        if self.cache_dir is None or arm not in ("base", "shared_lora", "per_repo_lora", "prompt"):
+            return None
+        h = hashlib.sha256(f"{arm}|{score_from}|{tuple(ids.shape)}|{self.split.first}".encode())
+        h.update(ids.numpy().tobytes())
+        for path in sorted(adapters or {}):
+            a, b = adapters[path]
+            h.update(path.encode())
+            h.update(a.detach().contiguous().numpy().tobytes())
+            h.update(b.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()[:32]
+
+    def _load(self, key: str | None) -> list[SeqResult] | None:
+        if key is None or not (self.cache_dir / "eval-results" / f"{key}.json").is_file():
+            return None
+        return [SeqResult(**r) for r in json.loads((self.cache_dir / "eval-results" / f"{key}.json").read_text())]
+
+    def _store(self, key: str | None, res: list[SeqResult]) -> None:
+        if key is None:
+            return
+        folder = self.cache_dir / "eval-results"
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps([r.__dict__ for r in res]))
+        os.replace(tmp, folder / f"{key}.json")
 
     def score_prompt(self, i: int) -> tuple[list[SeqResult], list[SeqResult], list[SeqResult], int]:
         """Context-in-prompt on the first `prompt_chunks` chunks; also base and own on the same chunks."""
@@ -211,12 +250,18 @@ class Evaluator:
         res = []
         for s in [s for s in self.seqs[i] if s.kind == "chunk"][: o.prompt_chunks]:
             ids = torch.tensor([prompt_ids + s.ids])
+            key = self._result_key("prompt", None, ids, len(prompt_ids))
+            hit = self._load(key)
+            if hit is not None:
+                res += hit
+                continue
             with torch.no_grad():
                 logits = self.model(input_ids=ids).logits[0, len(prompt_ids) : -1].float()
             tgt = torch.tensor(s.ids[1:])
             ce = F.cross_entropy(logits, tgt, reduction="none")
             res.append(SeqResult(ce.tolist(), (logits.argmax(-1) == tgt).tolist(), s.ident[1:],
                                  logits.argmax(-1).tolist()))
+            self._store(key, res[-1:])
         return res, len(prompt_ids)
 
     def run(self) -> dict[str, Any]:
@@ -236,17 +281,47 @@ class Evaluator:
             if avg is not None:
                 arms["average"] = (avg, self.scaling)
                 arms["other"] = (gen[(i + 1) % n], self.scaling)
-            if i < o.per_repo_lora_repos:
+            if i < o.per_repo_lora_repos and "per_repo_lora" not in o.skip_arms:
                 tensors, sc, secs = self.per_repo_lora(self.repos[i])
                 arms["per_repo_lora"] = (tensors, sc)
                 per_repo_s.append(secs)
+            arms = {k: v for k, v in arms.items() if k not in o.skip_arms}
             scored = self.score_repo(i, arms)
-            prompt, prompt_tokens = self.score_prompt(i) if o.prompt_chunks > 0 else ([], 0)
+            use_prompt = o.prompt_chunks > 0 and "prompt" not in o.skip_arms
+            prompt, prompt_tokens = self.score_prompt(i) if use_prompt else ([], 0)
             results.append({"repo": self.repos[i].name, "seqs": self.seqs[i], "arms": scored, "prompt": prompt,
                              "prompt_tokens": prompt_tokens})
         self.timings["per_repo_lora_s"] = per_repo_s
         self.timings["per_repo_lora_steps"] = o.per_repo_steps
         return {"results": results, "adapters": gen, "timings": self.timings}
+
+
+def eval_sequences(repo: RepoData, opts: EvalOptions) -> list[Sequence]:
+    """The sequences scored for one repository: its chunks, then lines and assertions (prefixes trimmed)."""
+    seqs = list(repo.chunks) + [_trim(s, opts.max_prefix) for s in repo.lines[: opts.lines_per_repo]]
+    return seqs + [_trim(s, opts.max_prefix) for s in repo.asserts[: opts.asserts_per_repo]]
+
+
+def sequence_groups(seqs: list[Sequence]) -> list[tuple[list[Sequence], int]]:
+    """Batches without padding: all fixed-length chunks together, every completion example alone."""
+    chunks = [s for s in seqs if s.kind == "chunk"]
+    groups: list[tuple[list[Sequence], int]] = [(chunks, 1)] if chunks else []
+    return groups + [([s], s.score_from) for s in seqs if s.kind != "chunk"]
+
+
+def cached_bottom(split: SplitLM, ids: torch.Tensor, cache_dir: Path | None) -> torch.Tensor:
+    """Bottom-layer states, cached on disk by (ids, cut layer): every arm and every re-run shares them."""
+    key = hashlib.sha256(ids.numpy().tobytes() + str((tuple(ids.shape), split.first)).encode()).hexdigest()[:24]
+    path = cache_dir / "eval-states" / f"{key}.pt" if cache_dir else None
+    if path is not None and path.is_file():
+        return torch.load(path)
+    h = split.bottom(ids)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(h, tmp)
+        os.replace(tmp, path)  # atomic: a concurrent reader never sees half a file
+    return h
 
 
 def _targets_of(net: Any) -> list:

@@ -56,6 +56,8 @@ def load_everything(cfg: TrainConfig) -> tuple[Any, Any, list[RepoData], list[En
     model.config.use_cache = False
     repos = build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=cfg.progress)
     hn = cfg.hypernet
+    if cfg.arm != "hypernet":  # the shared LoRA reads no context
+        return model, tokenizer, repos, [None] * len(repos)
     feats = encode_repos(repos, use_sentence=hn.get("use_sentence", True) and cfg.arm == "hypernet",
                          use_tokens=hn.get("use_tokens", True) and cfg.arm == "hypernet", tokenizer=tokenizer,
                          embeddings=model.get_input_embeddings().weight.detach().float(),
