@@ -26,7 +26,10 @@ def machine() -> str:
         torch_v = torch.__version__
     except ImportError:
         torch_v = "n/a"
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch_v}"
+    load = os.getloadavg()[0]
+    # The machines here are shared: the load average says how much of the CPU the run really had.
+    return (f"{cpu}, {os.cpu_count()} cores (load average {load:.1f} at the end of the run), "
+            f"Python {platform.python_version()}, torch {torch_v}")
 
 
 def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
