@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Job, Repository
 from service.gitops import normalize_repo_url, repo_name_from_url
+from service.jobs.queue import enqueue_or_withdraw
 from service.state import ServiceState
 
 
@@ -75,7 +76,7 @@ def register_repo(
     job = Job(kind="ingest", repository_id=repo.id, status="queued", message="waiting for a worker")
     session.add(job)
     session.commit()
-    state.queue.enqueue(job.id)
+    enqueue_or_withdraw(state, session, job, repo)
     return repo, job, secret
 
 
@@ -84,7 +85,7 @@ def enqueue_job(state: ServiceState, session: Session, repo: Repository, kind: s
     job = Job(kind=kind, repository_id=repo.id, status="queued", message="waiting for a worker", params=dict(params))
     session.add(job)
     session.commit()
-    state.queue.enqueue(job.id)
+    enqueue_or_withdraw(state, session, job)
     return job
 
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service.db.models import Job, Repository, WebhookDelivery
+from service.jobs.queue import enqueue_or_withdraw
 from service.state import ServiceState
 
 ZERO_SHA = "0" * 40
@@ -124,7 +125,7 @@ def schedule_push(state: ServiceState, session: Session, repo: Repository, event
               params={"after": event.after, "before": event.before, "forced": event.forced})
     session.add(job)
     session.commit()
-    state.queue.enqueue(job.id)
+    enqueue_or_withdraw(state, session, job)  # QueueUnavailable -> 503: the delivery is not recorded
     return job, "regenerate job queued"
 
 

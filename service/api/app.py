@@ -43,7 +43,7 @@ def _install_openai_errors(app: FastAPI) -> None:
 
 
 def _install_database_errors(app: FastAPI) -> None:
-    """Database unreachable (PostgreSQL restarting, SQLite locked): 503 + Retry-After, not a 500."""
+    """Database or job queue unreachable (PostgreSQL restarting, Redis down): 503 + Retry-After, not a 500."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
     async def _unavailable(request: Request, exc: Exception) -> JSONResponse:
@@ -57,6 +57,13 @@ def _install_database_errors(app: FastAPI) -> None:
 
     app.add_exception_handler(OperationalError, _unavailable)
     app.add_exception_handler(InterfaceError, _unavailable)
+
+    from service.jobs.queue import QueueUnavailable
+
+    @app.exception_handler(QueueUnavailable)
+    async def _queue_down(request: Request, exc: QueueUnavailable) -> JSONResponse:
+        return JSONResponse({"detail": "job queue unavailable, nothing was registered; retry later"},
+                            status_code=503, headers={"Retry-After": "5"})
 
 
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:

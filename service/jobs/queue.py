@@ -11,6 +11,8 @@ from sqlalchemy import select
 from service.db.models import Job
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -82,6 +84,24 @@ class RQQueue:
 
     def shutdown(self) -> None:
         self._conn.close()
+
+
+class QueueUnavailable(RuntimeError):
+    """The job could not be queued (Redis down); the job row was withdrawn, nothing half-registered stays."""
+
+
+def enqueue_or_withdraw(state: "ServiceState", session: "Session", job: Job, *also: object) -> None:
+    """Queue a committed job; if the queue refuses it, delete the job (and `also`, e.g. the repository row
+    created with it) and raise QueueUnavailable, so the caller can answer 503 and the client can retry."""
+    try:
+        state.queue.enqueue(job.id)
+    except Exception as exc:  # noqa: BLE001 - any queue failure: undo, then report it as unavailable
+        log.error("job queue unavailable, job %s withdrawn: %s", job.id, exc)
+        session.delete(job)
+        for obj in also:
+            session.delete(obj)
+        session.commit()
+        raise QueueUnavailable(f"job queue unavailable: {exc}") from exc
 
 
 def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:

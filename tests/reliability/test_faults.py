@@ -216,3 +216,38 @@ def test_disk_full_while_writing_artifact_leaves_no_corrupted_version(start_app,
     assert len(versions) == 1
     assert adapter_sha256(Path(versions[0].artifact_path)) == versions[0].artifact_sha256  # bytes intact
     assert _complete(client, "alpha").status_code == 200
+
+
+# ------------------------------------------------------------------------- Redis down, RQ job queue
+
+def test_redis_down_with_rq_queue_refuses_cleanly_and_leaves_nothing_half_registered(
+        start_app, throwaway_redis, tmp_path: Path) -> None:
+    import redis as redis_lib
+
+    from service.db.models import Job
+    from service.jobs.queue import RQ_QUEUE_NAME
+
+    client = start_app(redis_url=throwaway_redis.url, queue="rq", engine="none")
+    state = client.app.state.c2l
+    alpha = _repo(tmp_path, "alpha")
+    ok = client.post("/repos", json={"url": str(alpha), "name": "alpha"})
+    assert ok.status_code == 202
+
+    throwaway_redis.stop()
+    refused = client.post("/repos", json={"url": str(_repo(tmp_path, "beta")), "name": "beta"})
+    assert refused.status_code == 503 and int(refused.headers["retry-after"]) >= 1, refused.text
+    regen = client.post("/repos/alpha/regenerate")
+    assert regen.status_code == 503 and int(regen.headers["retry-after"]) >= 1, regen.text
+    # nothing half-registered: no 'beta' row, no job that no worker will ever see
+    assert [r["name"] for r in client.get("/repos").json()] == ["alpha"]
+    with state.sessions() as s:
+        assert s.query(Job).count() == 1
+
+    throwaway_redis.start()  # back (empty: this throwaway Redis has no persistence)
+    again = client.post("/repos", json={"url": str(tmp_path / "src" / "beta"), "name": "beta"})
+    assert again.status_code == 202, again.text  # the client's retry works: no 409 from a half registration
+    conn = redis_lib.Redis.from_url(throwaway_redis.url)
+    try:
+        assert conn.llen(f"rq:queue:{RQ_QUEUE_NAME}") == 1
+    finally:
+        conn.close()
