@@ -229,38 +229,21 @@ async def burst(base: str, models: list[str], n: int, timeout: float) -> dict[st
             "max_ms": round(max(t for _, _, t in results) * 1e3, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", choices=("tiny", "bundled"), default="tiny")
-    ap.add_argument("--repos", type=int, default=24)
-    ap.add_argument("--hot", type=int, default=3)
-    ap.add_argument("--hot-share", type=float, default=0.8)
-    ap.add_argument("--slots", type=int, default=6, help="adapter slots of the local engine (LRU)")
-    ap.add_argument("--duration", type=int, default=30, help="seconds of wrk load")
-    ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-tokens", type=int, default=8)
-    ap.add_argument("--inflight", type=int, default=16, help="completions in flight before 503")
-    ap.add_argument("--burst", type=int, default=128, help="concurrent requests of the burst (> --inflight)")
-    ap.add_argument("--burst-timeout", type=float, default=60.0)
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
-    if shutil.which("wrk") is None:
-        sys.exit("wrk is not installed (apt-get install -y wrk)")
-    assert args.connections <= args.inflight < args.burst
+MODEL_TEXT = {"tiny": "tiny random Llama (2 layers, hidden 64): measures the service, not the model",
+              "bundled": "bundled SmolLM2-135M-Instruct with the shipped hypernetwork"}
 
+
+def run_one(args: argparse.Namespace, model: str) -> dict:
+    """One server with one base model: ingest, wrk load, burst; returns the numbers and the checks."""
     work = Path(tempfile.mkdtemp(prefix="c2l-load-"))
     proc = None
     try:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-               "CODE2LORA_DATA_DIR": str(work / "data"), "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
-               "CODE2LORA_ENGINE": "local", "CODE2LORA_ENGINE_SLOTS": str(args.slots),
-               "CODE2LORA_MAX_INFLIGHT_COMPLETIONS": str(args.inflight), "CODE2LORA_JSON_LOGS": "false"}
-        for k in [k for k in env if k.startswith("CODE2LORA_") and k not in (
-                "CODE2LORA_DATA_DIR", "CODE2LORA_ALLOW_LOCAL_REPOS", "CODE2LORA_ENGINE", "CODE2LORA_ENGINE_SLOTS",
-                "CODE2LORA_MAX_INFLIGHT_COMPLETIONS", "CODE2LORA_JSON_LOGS")]:
-            env.pop(k)  # nothing from the caller's environment (a shared Redis/PostgreSQL) leaks in
-        if args.model == "tiny":
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CODE2LORA_")}  # no shared Redis/PG leaks in
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
+                    "CODE2LORA_DATA_DIR": str(work / "data"), "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
+                    "CODE2LORA_ENGINE": "local", "CODE2LORA_ENGINE_SLOTS": str(args.slots),
+                    "CODE2LORA_MAX_INFLIGHT_COMPLETIONS": str(args.inflight), "CODE2LORA_JSON_LOGS": "false"})
+        if model == "tiny":
             model_dir, ckpt = tiny_model(work)
             env.update(CODE2LORA_BASE_MODEL_PATH=str(model_dir), CODE2LORA_HYPERNET_CHECKPOINT=str(ckpt))
         repos = make_repos(work / "repos", args.repos)
@@ -295,6 +278,7 @@ def main() -> None:
         burst_res = asyncio.run(burst(base, names, args.burst, args.burst_timeout))
         ok_after = httpx.post(base + "/v1/completions", json={"model": names[0], "prompt": "def ", "max_tokens": 4},
                               timeout=60).status_code
+        load_avg = os.getloadavg()[0]
     finally:
         if proc is not None and proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -306,14 +290,12 @@ def main() -> None:
 
     errors = sum(wrk["errors"].values())
     non200 = {k: v for k, v in wrk["statuses"].items() if k != "200"}
-    rps = wrk["requests"] / (wrk["duration_us"] / 1e6)
-    result = {"wrk": wrk, "rps": round(rps, 1), "ingest_s": round(ingest_s, 1), "loaded": loaded,
+    result = {"model": model, "wrk": wrk, "errors": errors, "non200": sum(non200.values()),
+              "rps": wrk["requests"] / (wrk["duration_us"] / 1e6), "ingest_s": ingest_s, "loaded": loaded,
               "rss_mib": {"before": rss_before // 1024, "max_during": max(samples, default=0) // 1024,
                           "after": rss_after // 1024, "peak_hwm": rss_peak // 1024},
-              "burst": burst_res, "after_burst": ok_after}
-    print(json.dumps(result, indent=2))
-
-    checks = {
+              "burst": burst_res, "after_burst": ok_after, "load_avg": load_avg}
+    result["checks"] = {
         "no errors under load": errors == 0 and not non200,
         "adapter LRU bounded": len(loaded) <= args.slots,
         "burst: excess refused with Retry-After, no timeouts": (
@@ -322,43 +304,78 @@ def main() -> None:
             and set(burst_res["statuses"]) <= {"200", "429", "503"}),
         "serving after the burst": ok_after == 200,
     }
-    for name, ok in checks.items():
-        print(f"{'PASS' if ok else 'FAIL'}: {name}")
+    return result
 
-    if not args.no_write:
-        model = ("tiny random Llama (2 layers, hidden 64; measures the service, not the model)" if args.model == "tiny"
-                 else "bundled SmolLM2-135M-Instruct")
-        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(burst_res["statuses"].items()))
-        text = f"""{SECTION}
+
+def section(args: argparse.Namespace, results: list[dict]) -> str:
+    rows, notes = [], []
+    for r in results:
+        w, mem, b = r["wrk"], r["rss_mib"], r["burst"]
+        rows.append(f"| {r['model']} | {w['requests']} | {r['errors']} / {r['non200']} | {r['rps']:.1f} req/s | "
+                    f"{w['p50_ms']:.0f} ms | {w['p90_ms']:.0f} ms | {w['p99_ms']:.0f} ms | {w['max_ms']:.0f} ms | "
+                    f"{mem['before']} / {mem['max_during']} / {mem['after']} MiB | {len(r['loaded'])} of {args.slots} | "
+                    f"{r['load_avg']:.1f} |")
+        statuses = ", ".join(f"{k}: {v}" for k, v in sorted(b["statuses"].items()))
+        notes.append(f"- {r['model']}: {MODEL_TEXT[r['model']]}. Burst of {b['n']} concurrent completions against an "
+                     f"in-flight cap of {args.inflight}: {statuses}; Retry-After on {b['refused_with_retry_after']} of "
+                     f"{b['refused']} refusals, slowest refusal {b['max_refusal_ms']:.0f} ms, slowest answer "
+                     f"{b['max_ms']:.0f} ms, no timeouts; a completion right after: {r['after_burst']}. Ingest of the "
+                     f"{args.repos} repositories before the run: {r['ingest_s']:.1f} s.")
+    models = ",".join(r["model"] for r in results)
+    return f"""{SECTION}
 
 Command (repository root, venv active; `wrk` from Debian):
 
-    python bench/load.py --model {args.model} --repos {args.repos} --hot {args.hot} --duration {args.duration} \\
+    python bench/load.py --model {models} --repos {args.repos} --hot {args.hot} --duration {args.duration} \\
         --connections {args.connections} --slots {args.slots} --inflight {args.inflight} --burst {args.burst}
 
-Machine: {machine()}; shared with other engineers' tests and training during the run (load average well above
-the core count), so absolute numbers are pessimistic. Service: uvicorn, one process, embedded defaults (SQLite,
-in-process cache and queue), local engine with {args.slots} adapter slots, 1 intra-op thread; base model: {model}.
-Load: wrk, {args.threads} threads, {args.connections} connections, {args.duration} s, on loopback; {args.repos}
-repositories with their own adapters, {args.hot_share:.0%} of requests on {args.hot} hot ones and the rest spread
-over the other {args.repos - args.hot} (so the LRU keeps loading and evicting); `max_tokens` {args.max_tokens}, greedy.
+Machine: {machine()}; shared with other engineers' tests and training during the run (1-minute load average in
+the table), so absolute numbers are pessimistic. Service: uvicorn, one process, embedded defaults (SQLite,
+in-process cache and queue), local engine with {args.slots} adapter slots, 1 intra-op thread. Load: wrk,
+{args.threads} threads, {args.connections} connections, {args.duration} s, on loopback; {args.repos} repositories with
+their own adapters, {args.hot_share:.0%} of requests on {args.hot} hot ones and the rest spread over the other
+{args.repos - args.hot} (so the LRU keeps loading and evicting); `max_tokens` {args.max_tokens}, greedy. RSS of the
+server process: after ingest / highest sample during the run (every 0.5 s) / after.
 
-| requests | errors | non-200 | throughput | p50 | p90 | p99 | max |
-|---|---|---|---|---|---|---|---|
-| {wrk['requests']} | {errors} | {sum(non200.values())} | {rps:.1f} req/s | {wrk['p50_ms']:.0f} ms | {wrk['p90_ms']:.0f} ms | {wrk['p99_ms']:.0f} ms | {wrk['max_ms']:.0f} ms |
+| base model | requests | errors / non-200 | throughput | p50 | p90 | p99 | max | RSS | adapters loaded | load avg |
+|---|---|---|---|---|---|---|---|---|---|---|
+""" + "\n".join(rows) + "\n\n" + "\n".join(notes) + "\n"
 
-- Memory: server RSS {rss_before // 1024} MiB after ingesting the {args.repos} repositories, at most
-  {max(samples, default=0) // 1024} MiB during the run (sampled every 0.5 s), {rss_after // 1024} MiB after; adapters loaded in
-  the engine at the end: {len(loaded)} of {args.slots} slots (the LRU holds).
-- Burst beyond capacity: {burst_res['n']} concurrent completions against an in-flight cap of {args.inflight}:
-  {statuses}; every refusal carried Retry-After ({burst_res['refused_with_retry_after']}/{burst_res['refused']}),
-  slowest refusal {burst_res['max_refusal_ms']:.0f} ms, slowest answer {burst_res['max_ms']:.0f} ms, no timeouts; a completion
-  right after the burst: {ok_after}.
-- Ingest of the {args.repos} repositories before the run (one in-process worker): {ingest_s:.1f} s.
-"""
-        write_section(SECTION, text)
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="tiny", help="tiny, bundled, or both comma-separated")
+    ap.add_argument("--repos", type=int, default=24)
+    ap.add_argument("--hot", type=int, default=3)
+    ap.add_argument("--hot-share", type=float, default=0.8)
+    ap.add_argument("--slots", type=int, default=6, help="adapter slots of the local engine (LRU)")
+    ap.add_argument("--duration", type=int, default=30, help="seconds of wrk load")
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-tokens", type=int, default=8)
+    ap.add_argument("--inflight", type=int, default=16, help="completions in flight before 503")
+    ap.add_argument("--burst", type=int, default=128, help="concurrent requests of the burst (> --inflight)")
+    ap.add_argument("--burst-timeout", type=float, default=60.0)
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    models = [m.strip() for m in args.model.split(",") if m.strip()]
+    if not models or any(m not in MODEL_TEXT for m in models):
+        sys.exit(f"--model: choose from {sorted(MODEL_TEXT)}")
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (apt-get install -y wrk)")
+    assert args.connections <= args.inflight < args.burst
+
+    results = []
+    for model in models:
+        r = run_one(args, model)
+        results.append(r)
+        print(json.dumps({k: v for k, v in r.items() if k != "checks"}, indent=2, default=str))
+        for name, ok in r["checks"].items():
+            print(f"{'PASS' if ok else 'FAIL'}: {name} ({model})")
+    if not args.no_write:
+        write_section(SECTION, section(args, results))
         print(f"wrote {SECTION} to docs/BENCHMARKS.md")
-    if not all(checks.values()):
+    if not all(all(r["checks"].values()) for r in results):
         sys.exit(1)
 
 
