@@ -62,7 +62,7 @@ def _install_database_errors(app: FastAPI) -> None:
 
     @app.exception_handler(QueueUnavailable)
     async def _queue_down(request: Request, exc: QueueUnavailable) -> JSONResponse:
-        return JSONResponse({"detail": "job queue unavailable, nothing was registered; retry later"},
+        return JSONResponse({"detail": "job queue unavailable, nothing was queued; retry later"},
                             status_code=503, headers={"Retry-After": "5"})
 
 
