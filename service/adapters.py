@@ -23,12 +23,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# The trained checkpoint shipped for the bundled base model (training/checkpoints/, see docs/EVAL.md).
+# A data file, not an import: the service layer does not depend on the training code.
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "checkpoints" / "smollm2-135m-top4" \
+    / "hypernet.safetensors"
+
+
+def default_checkpoint(settings: "Settings") -> Path | None:
+    """The configured checkpoint; else the shipped one when serving the bundled model; else None (untrained)."""
+    if settings.hypernet_checkpoint is not None:
+        return Path(settings.hypernet_checkpoint)
+    if settings.base_model_path is None and SHIPPED_CHECKPOINT.exists():
+        return SHIPPED_CHECKPOINT
+    return None
+
+
 def load_generator(settings: "Settings") -> Any:
     """The hypernetwork generator for the configured checkpoint and base model (bundled defaults)."""
     from hypernet.basemodel import prepare_bundled
 
     base = settings.base_model_path or prepare_bundled(settings.model_cache)
-    return _generator(str(settings.hypernet_checkpoint) if settings.hypernet_checkpoint else None, str(base))
+    checkpoint = default_checkpoint(settings)
+    return _generator(str(checkpoint) if checkpoint else None, str(base))
 
 
 @lru_cache(maxsize=2)

@@ -1,0 +1,27 @@
+"""The service's default hypernetwork: the shipped trained checkpoint for the bundled model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from service.adapters import SHIPPED_CHECKPOINT, default_checkpoint
+from service.settings import Settings
+
+
+def test_shipped_checkpoint_is_the_default_for_the_bundled_model(tmp_path: Path) -> None:
+    assert SHIPPED_CHECKPOINT.exists()
+    bundled = Settings(_env_file=None, data_dir=tmp_path)
+    assert default_checkpoint(bundled) == SHIPPED_CHECKPOINT
+    own = Settings(_env_file=None, data_dir=tmp_path, hypernet_checkpoint=tmp_path / "mine.safetensors")
+    assert default_checkpoint(own) == tmp_path / "mine.safetensors"
+    # another base model: the shipped checkpoint does not fit it, so no default
+    other = Settings(_env_file=None, data_dir=tmp_path, base_model_path=tmp_path / "model")
+    assert default_checkpoint(other) is None
+
+
+def test_shipped_checkpoint_loads_and_is_trained(tmp_path: Path) -> None:
+    from hypernet.checkpoint import load_checkpoint
+
+    model = load_checkpoint(SHIPPED_CHECKPOINT)
+    assert model.config.base_model_type == "llama" and model.config.rank == 8
+    assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("head_b"))
