@@ -145,8 +145,10 @@ def client_for(make_settings):  # type: ignore[no-untyped-def]
 
     clients: list[TestClient] = []
 
-    def _start(**overrides: object) -> TestClient:
+    def _start(bearer: str | None = None, **overrides: object) -> TestClient:
         c = TestClient(create_app(make_settings(**overrides)))
+        if bearer is not None:  # an API key every request of this client sends
+            c.headers["Authorization"] = f"Bearer {bearer}"
         c.__enter__()
         clients.append(c)
         return c

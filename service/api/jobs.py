@@ -5,11 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, HTTPException, status
 from sqlalchemy.orm import Session
 
+from service.api.auth import require_api_key
 from service.api.deps import get_session
 from service.api.schemas import JobOut
 from service.db.models import Job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+# Same rule as /v1: API keys when configured; without keys only a loopback-bound service is open.
+router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown job"}})

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 
 from service import repos as registry
 from service import versions
+from service.api.auth import require_api_key
 from service.api.deps import get_session, get_state
 from service.api.schemas import (JobOut, PruneIn, PruneOut, RepoCreate, RepoCreated, RepoOut, RepoUpdate, RollbackIn,
                                  SecretOut, VersionOut)
@@ -15,7 +16,8 @@ from service.db.models import Repository
 from service.gitops import RepoURLError
 from service.state import ServiceState
 
-router = APIRouter(prefix="/repos", tags=["repositories"])
+# Same rule as /v1: API keys when configured; without keys only a loopback-bound service is open.
+router = APIRouter(prefix="/repos", tags=["repositories"], dependencies=[Depends(require_api_key)])
 
 
 def _repo_out(session: Session, repo: Repository) -> RepoOut:

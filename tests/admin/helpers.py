@@ -8,7 +8,9 @@ from typing import Any
 from service.db.models import AdapterVersion, Job, Repository
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-SECURE = dict(host="0.0.0.0", admin_password="admin-pw", readonly_password="viewer-pw", session_secret="s" * 32)
+# Not on loopback: the dashboard needs a login and the REST routes (used to wait for jobs) an API key.
+SECURE = dict(host="0.0.0.0", admin_password="admin-pw", readonly_password="viewer-pw", session_secret="s" * 32,
+              api_keys=["admin-test-key"], bearer="admin-test-key")
 
 
 def csrf(client, path: str = "/admin/login") -> str:  # type: ignore[no-untyped-def]

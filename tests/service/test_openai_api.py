@@ -103,3 +103,18 @@ def test_api_keys(client_for, service_checkpoint: Path) -> None:  # type: ignore
         good.completions.create(model="base", prompt="x", max_tokens=2)
     open_but_public = client_for(engine="none", host="0.0.0.0")
     assert open_but_public.get("/v1/models").status_code == 401
+
+
+def test_management_routes_need_keys_too(client_for) -> None:  # type: ignore[no-untyped-def]
+    from service.api.auth import hash_key
+
+    client = client_for(engine="none", api_keys=[hash_key("k-9")])
+    assert client.get("/repos").status_code == 401
+    assert client.post("/repos", json={"url": "https://example.com/a.git"}).status_code == 401
+    assert client.get("/jobs/x").status_code == 401
+    ok = {"Authorization": "Bearer k-9"}
+    assert client.get("/repos", headers=ok).status_code == 200
+    assert client.get("/jobs/x", headers=ok).status_code == 404
+    assert client.get("/healthz").status_code == 200  # probes stay open
+    public = client_for(engine="none", host="0.0.0.0")
+    assert public.get("/repos").status_code == 401
