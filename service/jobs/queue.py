@@ -82,6 +82,12 @@ class RQQueue:
     def depth(self) -> int:
         return len(self._queue)
 
+    def has(self, job_id: str) -> bool:
+        """Whether RQ still knows the job (queued, running, finished or failed)."""
+        from rq.job import Job as RQJob
+
+        return RQJob.exists(f"c2l-{job_id}", connection=self._conn)
+
     def shutdown(self) -> None:
         self._conn.close()
 
@@ -119,9 +125,9 @@ def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
     return queue
 
 
-def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3) -> list[str]:
-    """Jobs left `running` by a dead worker (older than the lock TTL) go back to the queue, or fail
-    after `max_attempts`; return the re-queued ids."""
+def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3, orphan_after_s: float = 60.0) -> list[str]:
+    """Jobs left `running` by a dead worker (older than the lock TTL) go back to the queue, or fail after
+    `max_attempts`; jobs `queued` in the DB that the queue lost are queued again. Return the re-queued ids."""
     import datetime as dt
 
     from service.db.models import RepoLock, utcnow
@@ -141,6 +147,12 @@ def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3) -> list[str]:
             else:
                 job.status, job.message = "queued", "re-queued: the previous worker died during the job"
                 requeued.append(job.id)
+    if hasattr(state.queue, "has"):
+        # Jobs the DB calls queued but RQ no longer has (Redis lost its data): queue them again.
+        with state.sessions() as s:
+            waiting = s.scalars(select(Job.id).where(
+                Job.status == "queued", Job.created_at < now - dt.timedelta(seconds=orphan_after_s))).all()
+        requeued += [job_id for job_id in waiting if not state.queue.has(job_id)]
     for job_id in requeued:
         state.queue.enqueue(job_id)
     return requeued

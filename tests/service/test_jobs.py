@@ -95,3 +95,30 @@ def test_job_crash_is_recorded_readably(make_settings, monkeypatch: pytest.Monke
         assert job.error == "KeyError: 'surprise'" and job.progress == 0.5 and job.message == "half way"
         assert job.finished_at is not None
     state.close()
+
+
+@pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis not reachable")
+def test_jobs_lost_by_redis_are_requeued(tmp_path: Path) -> None:
+    import datetime as dt
+
+    import redis
+
+    from service.db.models import utcnow
+    from service.jobs.queue import reap_stale_jobs
+    from service.settings import Settings
+
+    reset_postgres(PG_URL)
+    reset_redis(REDIS_URL)
+    state = build_state(Settings(_env_file=None, data_dir=tmp_path / "d", database_url=PG_URL, redis_url=REDIS_URL,
+                                 queue="rq", engine="none"))
+    try:
+        with state.sessions.begin() as s:
+            s.add(Job(id="lost1", kind="ingest", status="queued", created_at=utcnow() - dt.timedelta(minutes=5)))
+            s.add(Job(id="fresh1", kind="ingest", status="queued"))  # just created: its enqueue may be in flight
+        state.queue.enqueue("kept1")
+        assert reap_stale_jobs(state) == ["lost1"]
+        assert state.queue.has("lost1") and not state.queue.has("fresh1")
+        assert reap_stale_jobs(state) == []  # RQ has it now: not queued twice
+    finally:
+        state.close()
+        redis.Redis.from_url(REDIS_URL).flushdb()
