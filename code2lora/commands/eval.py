@@ -21,6 +21,7 @@ def register(app: typer.Typer) -> None:
         max_repos: int = typer.Option(None, help="Evaluate at most this many repositories."),
         per_repo_lora_repos: int = typer.Option(3, help="Repositories that also get a directly trained LoRA."),
         per_repo_steps: int = typer.Option(15, help="Steps of each per-repository LoRA."),
+        per_repo_lr: float = typer.Option(1e-3, help="Learning rate of each per-repository LoRA."),
         prompt_chunks: int = typer.Option(2, help="Chunks per repository for the context-in-prompt arm (0: off)."),
         prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
         lines: int = typer.Option(4, help="Line-completion examples per repository."),
@@ -36,7 +37,7 @@ def register(app: typer.Typer) -> None:
 
         opts = EvalOptions(repos=list(repos), max_repos=max_repos, lines_per_repo=lines, asserts_per_repo=asserts,
                            prompt_budget=prompt_budget, prompt_chunks=prompt_chunks,
-                           per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps,
+                           per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps, per_repo_lr=per_repo_lr,
                            bootstrap=bootstrap, threads=threads)
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         typer.echo(markdown(report))

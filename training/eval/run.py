@@ -53,7 +53,7 @@ class EvalOptions:
     prompt_chunks: int = 2  # chunks per repository for the prompt arm (full forward passes: expensive)
     per_repo_lora_repos: int = 3  # repositories that also get a directly trained LoRA
     per_repo_steps: int = 15
-    per_repo_lr: float = 5e-3
+    per_repo_lr: float = 1e-3
     per_repo_chunks: int = 4
     bootstrap: int = 2000
     seed: int = 0
