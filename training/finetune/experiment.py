@@ -24,6 +24,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "sft_teacher": {"method": "sft", "sft": {"source": "teacher"}},
     "opd": {"method": "opd"},
     "tropd": {"method": "tropd"},
+    "tropd_noguide": {"method": "tropd", "tropd": {"guide_share": 0.0}},  # trust region + outliers only
     "opd_rl": {"method": "rl", "rl": {"group_size": 2, "reward": "chrf", "opd_weight": 1.0, "rl_weight": 1.0}},
     "rl": {"method": "rl", "rl": {"group_size": 2, "reward": "chrf"}},
     "opd_sparse": {"method": "opd", "opd": {"token_keep": 0.25}},

@@ -140,8 +140,10 @@ class FinetuneTrainer:
             norms.append(float(torch.nn.utils.clip_grad_norm_(self.student.parameters(), cfg.grad_clip)))
             self.opt.step()
             losses.append(float(loss.detach()))
+            if inner > 0:  # ratio-dependent stats (clip share, KL to the rollout policy) from the later updates
+                extra.update({f"{k}_last": v for k, v in stats.items() if k in ("clip_frac", "kl_prev")})
             if inner == 0:
-                extra = stats
+                extra = dict(stats)
                 with torch.no_grad():
                     ls = torch.log_softmax(logits.detach(), -1)
                     lt = torch.log_softmax(r.teacher_logits, -1)
