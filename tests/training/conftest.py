@@ -12,27 +12,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
-def byte_tokenizer():
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    vocab["<s>"], vocab["</s>"] = len(vocab), len(vocab) + 1
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
+from tests.hypernet.conftest import _byte_tokenizer as byte_tokenizer  # noqa: E402
+from tests.hypernet.conftest import tiny_llama as _tiny_llama  # noqa: E402
 
 
-def tiny_llama(seed: int = 0):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=258, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
-                         tie_word_embeddings=True, bos_token_id=256, eos_token_id=257, pad_token_id=257)
-    model = LlamaForCausalLM(config).eval().requires_grad_(False)
+def tiny_llama(seed: int = 0):  # type: ignore[no-untyped-def]
+    """The shared tiny Llama, frozen and without a KV cache (training reads full sequences)."""
+    model = _tiny_llama(seed).requires_grad_(False)
     model.config.use_cache = False
     return model
 
