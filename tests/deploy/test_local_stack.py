@@ -15,7 +15,8 @@ from tests.conftest import pg_available, redis_available
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow,
+# vLLM cold starts take minutes on 2 cores: a longer limit than the suite's 600 s per test.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800),
               pytest.mark.skipif(not (VENV / "bin" / "python").exists(), reason=".venv-vllm is absent"),
               pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis needed")]
 

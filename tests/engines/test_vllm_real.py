@@ -28,7 +28,8 @@ VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROMPTS = ["def fibonacci(n):", "import numpy as np\n", "The capital of France is", "class Stack:\n    def"]
 
-pytestmark = [pytest.mark.vllm, pytest.mark.slow,
+# vLLM cold starts take minutes on 2 cores: a longer limit than the suite's 600 s per test.
+pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800),
               pytest.mark.skipif(not (VENV / "bin" / "python").exists(), reason=".venv-vllm is absent")]
 
 

@@ -126,6 +126,7 @@ def test_fake_vllm_killed_503_then_adapters_reloaded(make_settings, service_chec
 @pytest.mark.vllm
 @pytest.mark.slow
 @pytest.mark.skipif(not (VENV / "bin" / "python").exists(), reason=".venv-vllm is absent")
+@pytest.mark.timeout(1800)  # two vLLM cold starts
 def test_real_vllm_killed_503_then_adapters_reloaded(make_settings, tmp_path: Path) -> None:
     from hypernet.basemodel import prepare_bundled
 
