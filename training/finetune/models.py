@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -12,6 +11,7 @@ from torch import nn
 
 from hypernet.basemodel import TargetModule, find_targets
 from hypernet.lora_apply import applied_lora
+from training.lora import LoraParams  # noqa: F401 - re-exported for the finetune code
 
 
 def select_targets(model: nn.Module, modules: list[str], layers: int | None) -> list[TargetModule]:
@@ -21,43 +21,6 @@ def select_targets(model: nn.Module, modules: list[str], layers: int | None) -> 
         top = max(t.layer for t in targets)
         targets = [t for t in targets if t.layer > top - layers]
     return targets
-
-
-class LoraParams(nn.Module):
-    """One trainable (A [r, in], B [out, r]) pair per target; PEFT init (A uniform +-1/sqrt(in), B = 0)."""
-
-    def __init__(self, targets: list[TargetModule], rank: int, lora_alpha: float, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.paths = [t.path for t in targets]
-        self.rank, self.lora_alpha = rank, lora_alpha
-        self.a = nn.ParameterList(
-            nn.Parameter((torch.rand(rank, t.in_features, generator=g) * 2 - 1) / math.sqrt(t.in_features))
-            for t in targets)
-        self.b = nn.ParameterList(nn.Parameter(torch.zeros(t.out_features, rank)) for t in targets)
-
-    @property
-    def scaling(self) -> float:
-        """alpha / r."""
-        return self.lora_alpha / self.rank
-
-    def tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """{path: (A, B)} carrying gradients."""
-        return {p: (a, b) for p, a, b in zip(self.paths, self.a, self.b)}
-
-    def load_adapter(self, path: Path | str) -> None:
-        """Copy A and B from a PEFT adapter folder (same targets and rank; its alpha replaces ours)."""
-        from hypernet.adapter import read_adapter
-
-        config, tensors = read_adapter(Path(path))
-        if int(config["r"]) != self.rank:
-            raise ValueError(f"adapter rank {config['r']} != student rank {self.rank}")
-        self.lora_alpha = float(config["lora_alpha"])
-        with torch.no_grad():
-            for p, a, b in zip(self.paths, self.a, self.b):
-                if p in tensors:
-                    a.copy_(tensors[p][0].float())
-                    b.copy_(tensors[p][1].float())
 
 
 class Student:

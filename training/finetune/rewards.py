@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import lru_cache
 
+from training.eval.metrics import levenshtein
+
 
 @lru_cache(maxsize=1)
 def _chrf():
@@ -21,19 +23,6 @@ def chrf(hypothesis: str, reference: str) -> float:
 def exact_match(hypothesis: str, reference: str) -> float:
     """1.0 when the stripped strings are equal, else 0.0."""
     return float(hypothesis.strip() == reference.strip())
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Character edit distance (insert, delete, substitute cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def edit_similarity(hypothesis: str, reference: str) -> float:

@@ -23,30 +23,15 @@ from hypernet.lora_apply import applied_lora
 from training.data.corpus import RepoData
 from training.hypernet.config import TrainConfig
 from training.hypernet.split import SplitLM, top_targets
+from training.lora import LoraParams
 
 log = logging.getLogger(__name__)
 STATE_NAME = "state.pt"
 LOG_NAME = "train_log.jsonl"
 
 
-class SharedLoRA(nn.Module):
+class SharedLoRA(LoraParams):
     """One trainable LoRA for every repository (the control arm, and the per-repository upper bound)."""
-
-    def __init__(self, targets: list, rank: int, lora_alpha: float, seed: int = 0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.paths = [t.path for t in targets]
-        self.rank, self.lora_alpha = rank, lora_alpha
-        # PEFT's init: A ~ kaiming-uniform(a=sqrt(5)) = U(-1/sqrt(in), 1/sqrt(in)), B = 0.
-        self.a = nn.ParameterList(
-            nn.Parameter((torch.rand(rank, t.in_features, generator=g) * 2 - 1) / math.sqrt(t.in_features))
-            for t in targets)
-        self.b = nn.ParameterList(nn.Parameter(torch.zeros(t.out_features, rank)) for t in targets)
-
-    @property
-    def scaling(self) -> float:
-        """alpha / r."""
-        return self.lora_alpha / self.rank
 
     def forward(self, batch: int = 1) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{path: (A [batch, r, in], B [batch, out, r])} (the same tensors for every sample)."""
@@ -54,7 +39,7 @@ class SharedLoRA(nn.Module):
                 for p, a, b in zip(self.paths, self.a, self.b)}
 
     def tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Unbatched {path: (A, B)} (for PEFT export)."""
+        """Unbatched, detached {path: (A, B)} (for PEFT export)."""
         return {p: (a.detach(), b.detach()) for p, a, b in zip(self.paths, self.a, self.b)}
 
 
