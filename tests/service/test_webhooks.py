@@ -191,3 +191,29 @@ def test_repo_lock_excludes_and_expires(make_settings) -> None:
         assert locks.try_acquire(state.sessions, 1, "c", ttl_s=5)
     finally:
         state.close()
+
+
+def test_push_with_rename_and_delete_then_out_of_order_delivery(client, sample_repo: Path, make_settings) -> None:
+    created = client.post("/repos", json={"url": str(sample_repo)}).json()
+    repo_id, secret, url = created["repository"]["id"], created["webhook_secret"], created["repository"]["url"]
+    assert wait_job(client, created["job"]["id"])["status"] == "succeeded"
+    repo = git.Repo(sample_repo)
+    old = repo.head.commit.hexsha
+    repo.git.mv("shapes/geometry.py", "shapes/shapes_geometry.py")
+    (sample_repo / "shapes/__init__.py").write_text("from .shapes_geometry import area_of_circle, Rectangle\n")
+    repo.git.rm("tests/test_geometry.py")
+    repo.git.add(A=True)
+    new = repo.index.commit("rename geometry, drop its test").hexsha
+    resp = _send(client, _github_push(url, new, old), secret, delivery="rn1")
+    assert wait_job(client, resp.json()["jobs"][0])["status"] == "succeeded"
+    versions = client.get(f"/repos/{repo_id}/versions").json()
+    assert [v["commit_sha"] for v in versions] == [old, new]
+    saved = json.loads((Path(make_settings().workspace_dir) / str(repo_id) / "context.json").read_text())
+    files = set(saved["context"]["files"])
+    assert "shapes/shapes_geometry.py" in files
+    assert "shapes/geometry.py" not in files and "tests/test_geometry.py" not in files
+    # an older push delivered late (new delivery id): the job fetches the head, nothing changes, no new version
+    late = _send(client, _github_push(url, old, "0" * 39 + "1"), secret, delivery="late-1")
+    assert wait_job(client, late.json()["jobs"][0])["status"] == "succeeded"
+    assert [v["version"] for v in client.get(f"/repos/{repo_id}/versions").json()] == [1, 2]
+    assert client.get(f"/repos/{repo_id}").json()["last_commit"] == new
