@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, tiny_model, write_section  # noqa: E402
 
 SECTION = "## Load"
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,27 +89,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def tiny_model(dest: Path) -> tuple[Path, Path]:
-    """A tiny random Llama with a byte tokenizer, and a hypernet checkpoint whose adapters differ per repo."""
-    import torch
-
-    from hypernet.checkpoint import save_checkpoint
-    from hypernet.generator import AdapterGenerator
-    from tests.hypernet.conftest import _byte_tokenizer, tiny_llama
-
-    model_dir = dest / "tiny-model"
-    tiny_llama(0).save_pretrained(model_dir)
-    _byte_tokenizer().save_pretrained(model_dir)
-    gen = AdapterGenerator.load(None, model_dir)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        gen.hypernet.head_b.weight.normal_(0.0, 0.5)
-        gen.hypernet.head_b.bias.normal_(0.0, 0.5)
-    ckpt = dest / "hypernet.safetensors"
-    save_checkpoint(gen.hypernet, ckpt)
-    return model_dir, ckpt
 
 
 def make_repos(root: Path, n: int) -> list[Path]:

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.admin.browser import LiveServer, launch_chromium  # noqa: E402
+from bench.common import tiny_model  # noqa: E402
 from tests.conftest import SAMPLE_FILES, make_git_repo  # noqa: E402
 
 TEXTKIT = {
@@ -35,27 +36,6 @@ PUSHES = [
                            "        self.base, self.height = base, height\n\n"
                            "    def area(self) -> float:\n        return self.base * self.height / 2\n"},
 ]
-
-
-def tiny_model(tmp: Path) -> tuple[Path, Path]:
-    """A tiny random Llama folder and a hypernet checkpoint whose B head is off zero."""
-    import torch
-
-    from hypernet.checkpoint import save_checkpoint
-    from hypernet.generator import AdapterGenerator
-    from tests.hypernet.conftest import _byte_tokenizer, tiny_llama
-
-    model_dir = tmp / "model"
-    tiny_llama(0).save_pretrained(model_dir)
-    _byte_tokenizer().save_pretrained(model_dir)
-    gen = AdapterGenerator.load(None, model_dir)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        gen.hypernet.head_b.weight.normal_(0.0, 0.5)
-        gen.hypernet.head_b.bias.normal_(0.0, 0.5)
-    ckpt = tmp / "hypernet.safetensors"
-    save_checkpoint(gen.hypernet, ckpt)
-    return model_dir, ckpt
 
 
 def wait_job(api: httpx.Client, job_id: str) -> dict:
