@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from service import locks
-from service.db.models import Job, Repository
+from service.db.models import Job, Repository, utcnow
 from service.gitops import CloneError, RepoURLError, clone, fetch_and_checkout, normalize_repo_url
 from service.jobs.runner import JobError, Reporter
 
@@ -71,6 +71,10 @@ def run_ingest(state: "ServiceState", job: Job, report: Reporter) -> str:
     if not locks.acquire(state.sessions, repo_id, job.id, ttl_s=settings.job_lock_ttl_s,
                          wait_s=settings.job_lock_ttl_s):
         raise JobError("repository is busy: another job held its lock for too long")
+    with state.sessions.begin() as s:  # the work starts now: waiting for the lock is not part of it
+        row = s.get(Job, job.id)
+        if row is not None:
+            row.started_at = utcnow()
     try:
         return _ingest_locked(state, job, repo_id, report)
     finally:

@@ -1,0 +1,62 @@
+"""Two worker processes on one PostgreSQL + Redis share the jobs and never work on one repository at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PG_URL, REDIS_URL, make_git_repo, pg_available, redis_available, reset_postgres, \
+    reset_redis
+
+pytestmark = pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis not reachable")
+
+
+def test_two_workers_share_jobs_without_overlap(tmp_path: Path, service_model_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+    from rq.job import Job as RQJob
+    from sqlalchemy import select
+
+    from service.db.models import Job
+    from service.repos import enqueue_job, register_repo
+    from service.settings import Settings
+    from service.state import build_state
+
+    reset_postgres(PG_URL)
+    reset_redis(REDIS_URL)
+    env = {**os.environ, "CODE2LORA_DATA_DIR": str(tmp_path / "d"), "CODE2LORA_DATABASE_URL": PG_URL,
+           "CODE2LORA_REDIS_URL": REDIS_URL, "CODE2LORA_QUEUE": "rq", "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
+           "CODE2LORA_ENGINE": "none", "CODE2LORA_BASE_MODEL_PATH": str(service_model_dir), "HF_HUB_OFFLINE": "1"}
+    for k, v in env.items():
+        if k.startswith("CODE2LORA_"):
+            monkeypatch.setenv(k, v)
+    state = build_state(Settings())
+    try:
+        with state.sessions() as s:
+            repos = []
+            for name in ("alpha", "beta"):
+                make_git_repo(tmp_path / name, {f"{name}/core.py": f"def {name}_fn(x: int) -> int:\n    return x\n"})
+                repo, _, _ = register_repo(state, s, str(tmp_path / name), None, name, "static")
+                repos.append(repo)
+            for _ in range(2):  # more work on alpha than one worker at a time may do
+                enqueue_job(state, s, repos[0], "regenerate", full=True)
+        workers = [subprocess.Popen([sys.executable, "-m", "code2lora.cli", "worker", "--burst"], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        assert [w.wait(300) for w in workers] == [0, 0]
+        conn = redis.Redis.from_url(REDIS_URL)
+        with state.sessions() as s:
+            jobs = s.scalars(select(Job).order_by(Job.created_at)).all()
+            assert len(jobs) == 4 and all(j.status == "succeeded" for j in jobs), [(j.status, j.error) for j in jobs]
+            ran_by = {RQJob.fetch(f"c2l-{j.id}", connection=conn).worker_name for j in jobs}
+            assert len(ran_by) == 2  # both workers took jobs
+            for repo in repos:
+                spans = sorted((j.started_at, j.finished_at) for j in jobs if j.repository_id == repo.id)
+                for (_, end), (start, _) in zip(spans, spans[1:]):
+                    assert start >= end  # one repository never worked on by two jobs at once
+            assert all(j.attempts == 1 for j in jobs)
+    finally:
+        state.close()
