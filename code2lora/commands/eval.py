@@ -28,6 +28,10 @@ def register(app: typer.Typer) -> None:
         asserts: int = typer.Option(4, help="Assertion-completion examples per repository."),
         bootstrap: int = typer.Option(2000, help="Bootstrap resamples."),
         threads: int = typer.Option(2, help="torch threads."),
+        extra_arm: list[str] = typer.Option([], "--extra-arm", help="NAME=DIR: PEFT adapters, one folder per "
+                                            "repository (as --export-adapters names them), scored as arm NAME."),
+        export_adapters: Path = typer.Option(None, "--export-adapters", help="Write each repository's generated "
+                                             "adapter here (PEFT), e.g. as a starting point for fine-tuning."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -38,6 +42,20 @@ def register(app: typer.Typer) -> None:
         opts = EvalOptions(repos=list(repos), max_repos=max_repos, lines_per_repo=lines, asserts_per_repo=asserts,
                            prompt_budget=prompt_budget, prompt_chunks=prompt_chunks,
                            per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps, per_repo_lr=per_repo_lr,
-                           bootstrap=bootstrap, threads=threads)
+                           bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
+                           export_adapters=str(export_adapters) if export_adapters else None)
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         typer.echo(markdown(report))
+
+
+def _parse_arms(specs: list[str]) -> dict[str, str]:
+    """["NAME=DIR", ...] -> {NAME: DIR}; a bad spec or a missing folder is a usage error."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep or not name or not folder:
+            raise typer.BadParameter(f"{spec!r}: expected NAME=DIR", param_hint="--extra-arm")
+        if not Path(folder).is_dir():
+            raise typer.BadParameter(f"{folder}: no such folder", param_hint="--extra-arm")
+        out[name] = folder
+    return out

@@ -54,3 +54,54 @@ def test_cli_registers_train_and_eval():
     assert out.exit_code == 0 and "--config" in out.output
     out = runner.invoke(app, ["eval", "--help"])
     assert out.exit_code == 0 and "--checkpoint" in out.output and "--repos" in out.output
+
+
+def test_exported_adapters_scored_as_extra_arm_equal_own(tmp_path, toy_repos, tokenizer):
+    """--export-adapters writes PEFT folders that, read back as an extra arm, score exactly like the own arm."""
+    import pytest
+
+    from hypernet.adapter import read_adapter, write_adapter
+    from training.eval.run import adapter_dirname, load_extra_adapter
+
+    model = tiny_llama()
+    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
+    net = build_hypernet(cfg, model).eval()
+    torch.nn.init.normal_(net.head_b.weight, std=0.05)
+    feats = encode_repos(toy_repos, use_sentence=False, use_tokens=True, tokenizer=tokenizer,
+                         embeddings=model.get_input_embeddings().weight.detach())
+    export = tmp_path / "gen"
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=50, lines_per_repo=1, asserts_per_repo=0,
+                       export_adapters=str(export))
+    Evaluator(model, tokenizer, net, toy_repos, feats, opts).run()
+    assert sorted(p.name for p in export.iterdir()) == sorted(adapter_dirname(r.name) for r in toy_repos)
+
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=50, lines_per_repo=1, asserts_per_repo=0,
+                       extra_arms={"reloaded": str(export)})
+    report = build_report(Evaluator(model, tokenizer, net, toy_repos, feats, opts).run(), tokenizer, n_boot=50)
+    assert list(report["arms"])[-1] == "reloaded"
+    assert abs(report["arms"]["reloaded"]["chunk.loss"]["mean"] - report["arms"]["own"]["chunk.loss"]["mean"]) < 1e-5
+    cmp = {(c["a"], c["b"], c["metric"]) for c in report["comparisons"]}
+    assert ("reloaded", "own", "chunk.loss") in cmp and ("reloaded", "base", "chunk.ident_loss") in cmp
+    assert "reloaded" in markdown(report)
+
+    # an adapter that also touches a layer below the evaluated ones is refused, not half-applied
+    acfg, tensors = read_adapter(export / adapter_dirname(toy_repos[0].name))
+    low = {p.replace("layers.1.", "layers.0."): ab for p, ab in tensors.items()}
+    bad = tmp_path / "bad"
+    write_adapter({**tensors, **low}, bad / adapter_dirname(toy_repos[0].name), base_model="x",
+                  lora_alpha=float(acfg["lora_alpha"]), content_addressed=False)
+    with pytest.raises(ValueError, match="below"):
+        load_extra_adapter(bad, toy_repos[0].name, first_layer=1)
+    assert load_extra_adapter(bad, "no/such-repo", first_layer=1) is None
+
+
+def test_extra_arm_cli_rejects_bad_specs(tmp_path):
+    import typer
+    import pytest
+
+    from code2lora.commands.eval import _parse_arms
+
+    assert _parse_arms([f"ft={tmp_path}"]) == {"ft": str(tmp_path)}
+    for bad in ("ft", "=x", f"ft={tmp_path / 'missing'}"):
+        with pytest.raises(typer.BadParameter):
+            _parse_arms([bad])

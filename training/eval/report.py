@@ -53,10 +53,15 @@ def _values(rs: list[dict], metric: str, kind: str) -> tuple[list[float], list[s
     return [r[metric] for r in sel], [r["repo"] for r in sel], [(r["repo"], r["idx"]) for r in sel]
 
 
+def arm_order(by_arm: dict[str, Any]) -> list[str]:
+    """The standard arms in their fixed order, then any extra arms (`EvalOptions.extra_arms`) by name."""
+    return [a for a in ARM_ORDER if a in by_arm] + sorted(a for a in by_arm if a not in ARM_ORDER)
+
+
 def arm_table(by_arm: dict[str, list[dict]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
     """Per arm and metric: mean, 95% interval, n."""
     table: dict[str, dict[str, Any]] = {}
-    for arm in ARM_ORDER:
+    for arm in arm_order(by_arm):
         if arm not in by_arm:
             continue
         table[arm] = {}
@@ -101,6 +106,12 @@ COMPARISONS = (
 )
 
 
+def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
+    """Each extra arm against the generated adapter it started from, and against the base model."""
+    return tuple((x, b, m, "chunk") for x in by_arm if x not in ARM_ORDER
+                 for b in ("own", "base") for m in ("loss", "ident_loss"))
+
+
 def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int = 0,
                  meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """The JSON report."""
@@ -114,7 +125,8 @@ def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int
         "meta": meta or {},
         "repos": names,
         "arms": arm_table(by_arm, n_boot, seed),
-        "comparisons": [c for c in (paired(by_arm, a, b, m, k, n_boot, seed) for a, b, m, k in COMPARISONS) if c],
+        "comparisons": [c for c in (paired(by_arm, a, b, m, k, n_boot, seed)
+                                    for a, b, m, k in COMPARISONS + extra_comparisons(by_arm)) if c],
         "cosine": {"delta_w": dcos.tolist(), "params": pcos.tolist(),
                    "mean_offdiag_delta_w": mean_offdiag(dcos), "mean_offdiag_params": mean_offdiag(pcos)},
         "timings": {
@@ -154,7 +166,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["| arm | " + " | ".join(label for _, _, label in METRICS) + " |",
              "|---|" + "---|" * len(METRICS)]
     for arm, cells in report["arms"].items():
-        lines.append(f"| {ARM_LABEL[arm]} | " + " | ".join(_fmt(cells.get(f"{k}.{m}", {})) for m, k, _ in METRICS) + " |")
+        lines.append(f"| {ARM_LABEL.get(arm, arm)} | " + " | ".join(_fmt(cells.get(f"{k}.{m}", {})) for m, k, _ in METRICS) + " |")
     lines.append("")
     lines.append("Sequence counts (n) per metric: " + ", ".join(
         f"{k}.{m}={report['arms'].get('own', report['arms'].get('base', {})).get(f'{k}.{m}', {}).get('n', 0)}"

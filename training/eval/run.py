@@ -59,6 +59,10 @@ class EvalOptions:
     seed: int = 0
     threads: int = 2
     skip_arms: list[str] = field(default_factory=list)  # e.g. precompute the hypernet-independent arms
+    # arm name -> folder of PEFT adapters, one sub-folder per repository (`adapter_dirname`), e.g. adapters
+    # fine-tuned from the generated ones with OPD; compared against the generated adapter they started from.
+    extra_arms: dict[str, str] = field(default_factory=dict)
+    export_adapters: str | None = None  # write each repository's generated adapter here (PEFT, `adapter_dirname`)
 
 
 @dataclass
@@ -69,6 +73,38 @@ class SeqResult:
     correct: list[bool]
     ident: list[bool]
     pred_ids: list[int]
+
+
+def adapter_dirname(repo_name: str) -> str:
+    """Folder name of a repository's adapter in an export / extra-arm folder ("pypi/requests" -> "pypi__requests")."""
+    return repo_name.replace("/", "__")
+
+
+def load_extra_adapter(folder: Path, repo_name: str, first_layer: int) -> tuple[dict, float] | None:
+    """A repository's adapter from an extra-arm folder as ({path: (A, B)}, scaling); None when it has none.
+
+    Evaluation runs only the layers from `first_layer` up on cached states, so an adapter that touches a lower
+    layer would be silently half-applied: that is an error.
+    """
+    from hypernet.adapter import read_adapter
+
+    path = Path(folder) / adapter_dirname(repo_name)
+    if not path.is_dir():
+        return None
+    cfg, tensors = read_adapter(path)
+    low = sorted({p for p in tensors if _layer_of(p) is not None and _layer_of(p) < first_layer})
+    if low:
+        raise ValueError(f"{path}: adapter touches layers below {first_layer} ({low[0]} ...); evaluation adapts only "
+                         f"the layers the hypernet was trained for")
+    return tensors, float(cfg["lora_alpha"]) / int(cfg["r"])
+
+
+def _layer_of(path: str) -> int | None:
+    parts = path.split(".")
+    for i, part in enumerate(parts[:-1]):
+        if part == "layers" and parts[i + 1].isdigit():
+            return int(parts[i + 1])
+    return None
 
 
 def _trim(seq: Sequence, max_prefix: int) -> Sequence:
@@ -126,6 +162,15 @@ class Evaluator:
             adapters.append({p: (a[0], b[0]) for p, (a, b) in out.items()})
         self.timings["hypernet_forward_ms"] = forward_ms
         return adapters
+
+    def export(self, adapters: list[dict], folder: Path) -> None:
+        """Write each repository's generated adapter as a PEFT folder (a starting point for fine-tuning)."""
+        from hypernet.adapter import write_adapter
+
+        for repo, tensors in zip(self.repos, adapters):
+            write_adapter(tensors, folder / adapter_dirname(repo.name), base_model="bundled",
+                          lora_alpha=self.net.config.lora_alpha, content_addressed=False,
+                          extra={"repo": repo.name, "source": "code2lora eval --export-adapters"})
 
     def _bottom(self, ids: torch.Tensor) -> torch.Tensor:
         return cached_bottom(self.split, ids, self.cache_dir)
@@ -271,6 +316,8 @@ class Evaluator:
         o = self.opts
         gen = self.generated()
         n = len(self.repos)
+        if o.export_adapters:
+            self.export(gen, Path(o.export_adapters))
         avg = average_adapter(gen) if n > 1 else None
         results: list[dict[str, Any]] = []
         per_repo_s: list[float] = []
@@ -285,6 +332,10 @@ class Evaluator:
                 tensors, sc, secs = self.per_repo_lora(self.repos[i])
                 arms["per_repo_lora"] = (tensors, sc)
                 per_repo_s.append(secs)
+            for name, folder in o.extra_arms.items():
+                extra = load_extra_adapter(Path(folder), self.repos[i].name, self.split.first)
+                if extra is not None:
+                    arms[name] = extra
             arms = {k: v for k, v in arms.items() if k not in o.skip_arms}
             scored = self.score_repo(i, arms)
             use_prompt = o.prompt_chunks > 0 and "prompt" not in o.skip_arms
