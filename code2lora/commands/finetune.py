@@ -1,7 +1,7 @@
 """`code2lora train opd|tropd|rl|sft --config FILE`: offline fine-tuning of a LoRA (or weights) of a base model.
 
-The commands join the `train` group when `code2lora.commands.train` exposes a module-level `train_app`; until
-then they live in their own `finetune` group (`code2lora finetune opd --config FILE`).
+The commands join the `train` group (`code2lora.commands.train.train_app`); `code2lora finetune opd ...` stays as
+an alias group, so older scripts and docs keep working.
 """
 
 from __future__ import annotations
@@ -51,10 +51,11 @@ def _train_group() -> typer.Typer | None:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `train opd|tropd|rl|sft` (into the shared `train` group when it is exposed, else a `finetune` group)."""
-    group = _train_group()
-    if group is None:
-        group = typer.Typer(no_args_is_help=True, help="Fine-tune a base model: SFT, OPD, TrOPD, RL (GRPO).")
-        app.add_typer(group, name="finetune")
+    """Add `train opd|tropd|rl|sft` to the shared `train` group, and the same commands as `finetune ...`."""
+    alias = typer.Typer(no_args_is_help=True, help="Fine-tune a base model: SFT, OPD, TrOPD, RL (GRPO); the same "
+                        "commands as `code2lora train opd|tropd|rl|sft`.")
+    app.add_typer(alias, name="finetune")
+    groups = [alias] + [g for g in [_train_group()] if g is not None]
     for method in METHODS:
-        group.command(method)(_make_command(method))
+        for group in groups:
+            group.command(method)(_make_command(method))

@@ -9,9 +9,13 @@ from pathlib import Path
 import typer
 
 
+# Module level so `code2lora.commands.finetune` can add `train opd|tropd|rl|sft` to the same group.
+train_app = typer.Typer(no_args_is_help=True, help="Train the hypernetwork (and its control arms), or fine-tune "
+                        "a base model (SFT, OPD, TrOPD, RL).")
+
+
 def register(app: typer.Typer) -> None:
     """Add the `train` command group."""
-    train_app = typer.Typer(no_args_is_help=True, help="Train the hypernetwork (and its control arms).")
 
     @train_app.command("hypernet")
     def hypernet(

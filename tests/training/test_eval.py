@@ -52,6 +52,10 @@ def test_cli_registers_train_and_eval():
     runner = CliRunner()
     out = runner.invoke(app, ["train", "hypernet", "--help"])
     assert out.exit_code == 0 and "--config" in out.output
+    for method in ("opd", "tropd", "rl", "sft"):  # the fine-tuning trainers, in the same group and as `finetune`
+        for group in ("train", "finetune"):
+            out = runner.invoke(app, [group, method, "--help"])
+            assert out.exit_code == 0 and "--config" in out.output, (group, method, out.output)
     out = runner.invoke(app, ["eval", "--help"])
     assert out.exit_code == 0 and "--checkpoint" in out.output and "--repos" in out.output
 
