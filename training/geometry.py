@@ -195,6 +195,19 @@ def locking_curve(updates: list[Update], k: int = 8) -> list[dict[str, float]]:
     return out
 
 
+def relative_to_start(updates: list[Update]) -> tuple[list[Update], bool]:
+    """A run that started from a non-zero adapter (e.g. a generated one): every update minus the step-0 one, so
+    the geometry is that of what training changed. Runs that start at zero are returned as they are."""
+    first = updates[0] if updates else None
+    if first is None or first.step != 0 or not any(float(d.abs().max()) > 0 for d in first.dense.values()):
+        return updates, False
+    out = []
+    for up in updates[1:] or updates:
+        dense = {p: d - first.dense[p] if p in first.dense else d for p, d in up.dense.items()}
+        out.append(Update(up.source, up.step, up.method, dense, {p: svd(d) for p, d in dense.items()}))
+    return out, True
+
+
 def base_weights(base_model: str | None, paths: list[str]) -> dict[str, torch.Tensor]:
     """W0 of the given module paths, read from the base model's safetensors (no model built)."""
     from safetensors import safe_open
@@ -230,7 +243,7 @@ def analyze_run(run: Path, base_model: str | None = None, k: int = 8, rel: float
     """Geometry of a run's final update (or the last one up to `max_step`; per module, averaged, per module type)
     and its subspace-locking curve."""
     dirs = checkpoint_dirs(run, max_step)
-    updates = [load_update(d) for d in dirs]
+    updates, relative = relative_to_start([load_update(d) for d in dirs])
     final = updates[-1]
     meta_base = base_model
     if meta_base is None:
@@ -247,6 +260,7 @@ def analyze_run(run: Path, base_model: str | None = None, k: int = 8, rel: float
     for m in mods:
         by_type.setdefault(m.module_type, []).append(m)
     return {"run": str(run), "method": final.method, "step": final.step, "k": k, "rel_threshold": rel,
+            "relative_to_start": relative,
             "summary": summarize_modules(mods), "by_type": {t: summarize_modules(v) for t, v in sorted(by_type.items())},
             "modules": [asdict(m) for m in mods], "locking": locking_curve(updates, k) if len(updates) > 1 else []}
 

@@ -38,6 +38,9 @@ class LoraParams(nn.Module):
         from hypernet.adapter import read_adapter
 
         config, tensors = read_adapter(Path(path))
+        extra = sorted(set(tensors) - set(self.paths))
+        if extra:  # silently dropping part of the starting adapter would start from a different model
+            raise ValueError(f"adapter has modules the student does not train ({extra[0]} ...): match its layers")
         if int(config["r"]) != self.rank:
             raise ValueError(f"adapter rank {config['r']} != student rank {self.rank}")
         self.lora_alpha = float(config["lora_alpha"])

@@ -95,3 +95,39 @@ def test_analyze_cli_on_a_tiny_run(student_dir, tmp_path):
     assert 0 < rep["summary"]["effective_rank"] <= 4 and 0 <= rep["summary"]["overlap_left"] <= 1
     assert (tmp_path / "geo" / "geometry_layers.png").is_file() and (tmp_path / "geo" / "geometry_locking.png").is_file()
     assert "| run |" in (tmp_path / "geo" / "report.md").read_text()
+
+
+def test_relative_to_start_subtracts_a_nonzero_starting_adapter():
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(6, 2, generator=g, dtype=torch.float64) @ torch.randn(2, 5, generator=g, dtype=torch.float64)
+    step = torch.zeros(6, 5, dtype=torch.float64)
+    step[0, 0] = 1.0  # training changed one weight
+
+    def up(n, d):
+        return G.Update(f"s{n}", n, "opd", {"m": d}, {"m": G.svd(d)})
+
+    rel, moved = G.relative_to_start([up(0, start), up(1, start + step)])
+    assert moved and len(rel) == 1 and rel[0].step == 1
+    assert torch.allclose(rel[0].dense["m"], step)
+    assert G.stable_rank(rel[0].svds["m"][1]) == pytest.approx(1.0)  # the update, not the adapter, has rank 1
+    zero = torch.zeros(6, 5, dtype=torch.float64)
+    same, moved = G.relative_to_start([up(0, zero), up(1, step)])
+    assert not moved and len(same) == 2  # a run from zero is untouched
+
+
+def test_init_adapter_with_modules_the_student_lacks_is_refused(tmp_path):
+    from hypernet.adapter import write_adapter
+    from hypernet.basemodel import TargetModule
+    from training.lora import LoraParams
+
+    t = [TargetModule("model.layers.1.self_attn.q_proj", "q_proj", 1, 4, 4)]
+    lora = LoraParams(t, 2, 4.0)
+    extra = {"model.layers.0.self_attn.q_proj": (torch.ones(2, 4), torch.ones(4, 2)),
+             t[0].path: (torch.ones(2, 4), torch.full((4, 2), 0.5))}
+    write_adapter({t[0].path: extra[t[0].path]}, tmp_path / "ok", base_model="x", lora_alpha=4.0,
+                  content_addressed=False)
+    lora.load_adapter(tmp_path / "ok")
+    assert torch.equal(lora.b[0].detach(), torch.full((4, 2), 0.5))
+    write_adapter(extra, tmp_path / "bad", base_model="x", lora_alpha=4.0, content_addressed=False)
+    with pytest.raises(ValueError, match="does not train"):
+        lora.load_adapter(tmp_path / "bad")

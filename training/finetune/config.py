@@ -36,10 +36,14 @@ class TeacherConfig:
 
 @dataclass
 class TaskConfig:
-    """Where prompts and held-out text come from: one repository (`repo`: a folder) or given texts."""
+    """Where prompts and held-out text come from: a repository folder, a repository of the hypernet's corpus, or
+    given texts."""
 
-    kind: str = "repo"  # "repo" | "texts"
-    repo: str | None = None
+    kind: str = "repo"  # "repo" | "corpus" | "texts"
+    repo: str | None = None  # "repo": a folder; "corpus": a corpus repository name such as "pypi/requests"
+    # "corpus": the hypernet training config whose corpus (cached) holds `repo`; its context/target split and
+    # held-out chunks are then exactly the eval harness's (`code2lora eval`).
+    train_config: str | None = None
     texts: list[str] = field(default_factory=list)
     eval_texts: list[str] = field(default_factory=list)
     context_text: str = ""  # "texts" kind: the teacher's context

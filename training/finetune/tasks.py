@@ -119,10 +119,42 @@ def repo_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
               "identifiers": len(repo.identifiers)})
 
 
+def corpus_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
+    """A repository of the hypernet's training corpus by name: the same context files, rendered context and
+    held-out chunks as `code2lora eval`, so a fine-tuned adapter is measured on what its starting adapter was."""
+    from training.data.corpus import build_corpus
+    from training.hypernet.config import load_config
+
+    if not cfg.train_config or not cfg.repo:
+        raise ValueError("task kind 'corpus' needs task.train_config (a hypernet training config) and task.repo "
+                         "(a corpus repository name)")
+    tcfg = load_config(cfg.train_config)
+    corpus = build_corpus(tcfg.corpus, tokenizer, cache_dir=tcfg.work_path, progress=False)
+    by_name = {r.name: r for r in corpus}
+    if cfg.repo not in by_name:
+        raise ValueError(f"{cfg.repo!r} is not in the corpus of {cfg.train_config} (e.g. {sorted(by_name)[:3]})")
+    repo = by_name[cfg.repo]
+    ctx_files = {}
+    for rel in repo.context_files:
+        try:
+            ctx_files[rel] = (Path(repo.root) / rel).read_text("utf-8", "replace")
+        except OSError:  # the corpus cache outlived a file: prompts come from the rest
+            continue
+    chunks = repo.chunks[: cfg.eval_chunks] if cfg.eval_chunks else repo.chunks
+    return TaskData(
+        name=repo.name, prompts=line_prompts(ctx_files, tokenizer, cfg),
+        context_ids=context_ids(tokenizer, repo.render_text, context_budget),
+        eval_chunks=[c.ids for c in chunks], eval_ident=[c.ident for c in chunks],
+        info={"context_files": repo.context_files, "target_files": repo.target_files,
+              "identifiers": len(repo.identifiers), "split": repo.split})
+
+
 def build_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
     """TaskData for the configured kind."""
     if cfg.kind == "repo":
         return repo_task(cfg, tokenizer, context_budget)
+    if cfg.kind == "corpus":
+        return corpus_task(cfg, tokenizer, context_budget)
     if cfg.kind == "texts":
         return texts_task(cfg, tokenizer, context_budget)
     raise ValueError(f"unknown task kind {cfg.kind!r}")
