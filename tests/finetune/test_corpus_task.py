@@ -36,3 +36,24 @@ def test_corpus_task_uses_the_harness_split_and_chunks(tmp_path):
         build_task(TaskConfig(kind="corpus", repo="git/nope", train_config=str(cfg_path)), tok, 64)
     with pytest.raises(ValueError, match="needs task.train_config"):
         build_task(TaskConfig(kind="corpus", repo=repo.name), tok, 64)
+
+
+def test_experiment_starts_every_arm_from_the_generated_adapter_and_collects_for_the_harness(tmp_path):
+    import torch
+
+    from hypernet.adapter import write_adapter
+    from training.finetune.experiment import arm_configs, collect_adapters
+
+    recipe = {"method": "opd", "task": {"kind": "corpus"}, "student": {"layers": 4}}
+    paths = arm_configs(recipe, ["opd", "tropd"], tmp_path / "run", "pypi/requests", "gen/pypi__requests")
+    for arm, p in paths.items():
+        cfg = json.loads(p.read_text())
+        assert cfg["student"] == {"layers": 4, "init_adapter": "gen/pypi__requests"}
+        assert cfg["task"]["repo"] == "pypi/requests" and cfg["out_dir"] == str(tmp_path / "run" / arm)
+        (tmp_path / "run" / arm).mkdir(parents=True)
+        (tmp_path / "run" / arm / "config.json").write_text(json.dumps(cfg))
+    write_adapter({"model.layers.1.mlp.down_proj": (torch.ones(2, 3), torch.ones(3, 2))},
+                  tmp_path / "run" / "opd" / "adapter", base_model="x", lora_alpha=4.0, content_addressed=False)
+    got = collect_adapters([tmp_path / "run"], ["opd", "tropd"], tmp_path / "arms")
+    assert got == {"opd": tmp_path / "arms" / "opd"}  # tropd has no final adapter yet: not collected
+    assert (tmp_path / "arms" / "opd" / "pypi__requests" / "adapter_config.json").is_file()

@@ -39,7 +39,8 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def arm_configs(recipe: dict[str, Any], arms: list[str], out: Path, repo: str | None) -> dict[str, Path]:
+def arm_configs(recipe: dict[str, Any], arms: list[str], out: Path, repo: str | None,
+                init_adapter: str | None = None) -> dict[str, Path]:
     """Write one config per arm under out/configs; returns arm -> config path."""
     (out / "configs").mkdir(parents=True, exist_ok=True)
     paths = {}
@@ -48,6 +49,8 @@ def arm_configs(recipe: dict[str, Any], arms: list[str], out: Path, repo: str | 
         cfg["name"], cfg["out_dir"], cfg["progress"] = arm, str(out / arm), False
         if repo:
             cfg.setdefault("task", {})["repo"] = repo
+        if init_adapter:
+            cfg.setdefault("student", {})["init_adapter"] = init_adapter
         paths[arm] = out / "configs" / f"{arm}.json"
         paths[arm].write_text(json.dumps(cfg, indent=1) + "\n")
     return paths
@@ -148,12 +151,37 @@ def _plot_compare(out: Path, arms: list[str], img_dir: Path) -> None:
     plt.close(fig)
 
 
+def collect_adapters(runs: list[Path], arms: list[str], dest: Path) -> dict[str, Path]:
+    """Per arm, one folder with each run's final adapter under the repository's folder name, the layout
+    `code2lora eval --extra-arm ARM=DIR` reads; returns arm -> folder."""
+    import shutil
+
+    from training.eval.run import adapter_dirname
+
+    out = {}
+    for arm in arms:
+        for run in runs:
+            src = run / arm / "adapter"
+            if not src.is_dir():
+                continue
+            repo = json.loads((run / arm / "config.json").read_text())["task"]["repo"]
+            target = dest / arm / adapter_dirname(repo)
+            if target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(src, target)
+            out[arm] = dest / arm
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """CLI: run the comparison (or one arm with --one)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--one", type=Path, help="train a single arm config (internal)")
     ap.add_argument("--recipe", type=Path, default=Path(__file__).parent / "recipes" / "context_distill.json")
-    ap.add_argument("--repo", help="repository folder (overrides the recipe's task.repo)")
+    ap.add_argument("--repo", help="repository folder or corpus name (overrides the recipe's task.repo)")
+    ap.add_argument("--init-adapters", type=Path, default=None,
+                    help="folder of `code2lora eval --export-adapters`: every arm starts from the repository's "
+                         "generated adapter")
     ap.add_argument("--out", type=Path, default=Path("runs/compare"))
     ap.add_argument("--arms", default="sft_text,sft_teacher,opd,tropd,opd_rl")
     ap.add_argument("--parallel", type=int, default=1)
@@ -168,7 +196,14 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.analyze_only:
         recipe = json.loads(args.recipe.read_text())
-        launch(arm_configs(recipe, arms, args.out, args.repo), args.parallel, args.out)
+        init = None
+        if args.init_adapters:
+            from training.eval.run import adapter_dirname
+
+            init = str(args.init_adapters / adapter_dirname(args.repo or recipe["task"]["repo"]))
+            if not Path(init).is_dir():
+                raise SystemExit(f"no generated adapter for {args.repo} under {args.init_adapters}")
+        launch(arm_configs(recipe, arms, args.out, args.repo, init), args.parallel, args.out)
     res = compare(args.out, arms, args.img_dir, args.max_step)
     print(json.dumps({a: {k: r.get(k) for k in ("start", "end", "heldout_change")} for a, r in res.items()}, indent=1))
 
