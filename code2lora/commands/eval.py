@@ -22,6 +22,7 @@ def register(app: typer.Typer) -> None:
         per_repo_lora_repos: int = typer.Option(3, help="Repositories that also get a directly trained LoRA."),
         per_repo_steps: int = typer.Option(15, help="Steps of each per-repository LoRA."),
         per_repo_lr: float = typer.Option(1e-3, help="Learning rate of each per-repository LoRA."),
+        per_repo_chunks: int = typer.Option(4, help="Context-file chunks each per-repository LoRA trains on."),
         prompt_chunks: int = typer.Option(2, help="Chunks per repository for the context-in-prompt arm (0: off)."),
         prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
         lines: int = typer.Option(4, help="Line-completion examples per repository."),
@@ -42,6 +43,7 @@ def register(app: typer.Typer) -> None:
         opts = EvalOptions(repos=list(repos), max_repos=max_repos, lines_per_repo=lines, asserts_per_repo=asserts,
                            prompt_budget=prompt_budget, prompt_chunks=prompt_chunks,
                            per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps, per_repo_lr=per_repo_lr,
+                           per_repo_chunks=per_repo_chunks,
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None)
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
