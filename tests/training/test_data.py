@@ -72,3 +72,22 @@ def test_toy_repos_have_held_out_targets_and_context_only_identifiers(toy_repos)
     assert any(repo.asserts for repo in toy_repos)
     a = toy_repos[0].asserts[0]
     assert a.kind == "assert" and a.target == "0"
+
+
+def test_train_repositories_get_chunks_per_repo_and_eval_ones_eval_chunks(tmp_path, tokenizer):
+    from training.data.corpus import CorpusConfig, build_corpus
+
+    from .conftest import TOY, write_toy_repo
+
+    roots = [str(write_toy_repo(tmp_path / n, w, n_files=10)) for n, w in TOY.items()]
+    base = dict(seq_len=32, sources=["git"], git_paths=roots, min_identifiers=2, min_ident_tokens=1, n_test=1,
+                n_val=0, eval_chunks_per_repo=2)
+    few = build_corpus(CorpusConfig(**base, chunks_per_repo=1), tokenizer, progress=False)
+    many = build_corpus(CorpusConfig(**base, chunks_per_repo=6), tokenizer, progress=False)
+    for a, b in zip(few, many):
+        assert a.name == b.name and a.split == b.split
+        if a.split == "train":
+            assert len(a.chunks) == 1 and len(b.chunks) > 2  # more than eval_chunks_per_repo
+            assert a.chunks[0] == b.chunks[0]  # the best-ranked chunk comes first either way
+        else:  # the held-out chunks do not depend on the training budget
+            assert len(a.chunks) == 2 and a.chunks == b.chunks

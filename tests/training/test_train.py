@@ -11,7 +11,7 @@ from hypernet.encoder import EncodedContext
 from training.hypernet.config import TrainConfig, load_config
 from training.hypernet.run import encode_repos
 from training.hypernet.split import SplitLM, top_targets
-from training.hypernet.train import SharedLoRA, Trainer
+from training.hypernet.train import SharedLoRA, Trainer, build_hypernet
 
 from .conftest import tiny_llama
 
@@ -43,12 +43,12 @@ def test_split_forward_equals_the_full_model():
 
 def test_loss_goes_down_on_a_toy_corpus(tmp_path, toy_repos, tokenizer):
     model = tiny_llama()
-    cfg = _cfg(tmp_path, steps=40, lr=1e-2, warmup=3, eval_every=40, save_every=40, contrastive_weight=0.5)
+    cfg = _cfg(tmp_path, steps=60, lr=1e-2, warmup=3, eval_every=60, save_every=60, contrastive_weight=0.5)
     trainer = Trainer(cfg, model, toy_repos, _feats(toy_repos, model, tokenizer))
     before = trainer.validate()
     trainer.run(resume=False)
     records = [json.loads(x) for x in (tmp_path / "out" / "train_log.jsonl").read_text().splitlines()]
-    assert len(records) == 40 and all(r["kind"] == "train" for r in records)
+    assert len(records) == 60 and all(r["kind"] == "train" for r in records)
     first = sum(r["loss"] for r in records[:5]) / 5
     last = sum(r["loss"] for r in records[-5:]) / 5
     assert last < first - 0.2, (first, last)
@@ -136,3 +136,24 @@ def test_a_top_layer_checkpoint_serves_through_the_adapter_generator(tmp_path, t
     _, tensors = read_adapter(art.path)
     assert sorted(tensors) == sorted(row[0] for row in trainer.net.config.targets)
     assert gen.token_budget == cfg.corpus.context_budget  # served with the context size it was trained with
+
+
+def test_context_dropout_hides_tokens_only_when_asked(toy_repos, tokenizer):
+    from training.hypernet.train import adapters_for
+
+    model = tiny_llama()
+    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
+    net = build_hypernet(cfg, model).eval()
+    torch.nn.init.normal_(net.head_b.weight, std=0.05)
+    feats = encode_repos(toy_repos[:2], use_sentence=False, use_tokens=True, tokenizer=tokenizer,
+                         embeddings=model.get_input_embeddings().weight.detach())
+    path = net.config.targets[0][0]
+    with torch.no_grad():
+        full = adapters_for(net, feats)[0][path][1]
+        again = adapters_for(net, feats, 0.0, torch.Generator().manual_seed(1))[0][path][1]
+        d1 = adapters_for(net, feats, 0.5, torch.Generator().manual_seed(1))[0][path][1]
+        d2 = adapters_for(net, feats, 0.5, torch.Generator().manual_seed(1))[0][path][1]
+        everything = adapters_for(net, feats, 1.0, torch.Generator().manual_seed(1))[0][path][1]
+    assert torch.equal(full, again)
+    assert torch.equal(d1, d2) and not torch.allclose(d1, full)  # seeded, and it does hide tokens
+    assert torch.isfinite(everything).all()  # dropping "everything" still keeps one token per context

@@ -32,7 +32,7 @@ from training.data.sources import (
 
 log = logging.getLogger(__name__)
 IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-CORPUS_FORMAT = 1
+CORPUS_FORMAT = 2  # 2: train repositories may hold more chunks than eval ones
 
 # Names too generic to count as repository knowledge even when a repository defines them.
 _COMMON = {
@@ -349,7 +349,9 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
             continue
         seen.update(hashlib.sha256(b).hexdigest() for b in files.values())
         try:
-            repo = build_repo(src, files, tokenizer, cfg, count_tokens, n_chunks=cfg.eval_chunks_per_repo)
+            # The split is not known yet: keep enough chunks for either role, cut below.
+            repo = build_repo(src, files, tokenizer, cfg, count_tokens,
+                              n_chunks=max(cfg.eval_chunks_per_repo, cfg.chunks_per_repo))
         except Exception as exc:  # one odd package must not stop the corpus
             log.warning("skipping %s: %s", src.name, exc)
             continue
@@ -360,8 +362,8 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
     splits = split_repos([r.name for r in repos], cfg.n_test, cfg.n_val, cfg.seed)
     for r in repos:
         r.split = splits[r.name]
-        if r.split == "train":  # training uses fewer chunks per repository (compute), the best-ranked ones
-            r.chunks = r.chunks[: cfg.chunks_per_repo]
+        # the best-ranked ones: an eval repository's chunks do not depend on chunks_per_repo
+        r.chunks = r.chunks[: cfg.chunks_per_repo if r.split == "train" else cfg.eval_chunks_per_repo]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps({"format": CORPUS_FORMAT, "config": asdict(cfg),

@@ -32,6 +32,7 @@ class TrainConfig:
     ident_weight: float = 3.0  # loss weight of tokens of identifiers defined in the repository
     contrastive_weight: float = 0.0  # hinge on identifier loss: own adapter must beat another repo's by a margin
     contrastive_margin: float = 0.1
+    context_dropout: float = 0.0  # share of context tokens hidden from the hypernet per training step
     other_positions: float = 0.5  # share of non-identifier positions scored per step (saves LM-head compute)
     amp: bool = False  # bf16 autocast; only worth it on CPUs with native bf16 (AVX512-BF16/AMX)
     eval_every: int = 50

@@ -68,11 +68,20 @@ def build_hypernet(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     return Code2LoRAHypernet(HypernetConfig.for_base(model.config, targets, extra=extra, **hn_kwargs))
 
 
-def adapters_for(net: nn.Module, feats: list[EncodedContext]) -> tuple[dict, float]:
-    """Batched adapters for the given encoded contexts, and their LoRA scaling."""
+def adapters_for(net: nn.Module, feats: list[EncodedContext], drop: float = 0.0,
+                 gen: torch.Generator | None = None) -> tuple[dict, float]:
+    """Batched adapters for the given encoded contexts, and their LoRA scaling.
+
+    `drop` hides that share of each context's tokens (training only): the hypernet cannot memorise a training
+    repository's whole token set, so it has to learn what any context's tokens are worth.
+    """
     if isinstance(net, SharedLoRA):
         return net(len(feats)), net.scaling
     pooled, tokens, mask = collate(feats)
+    if drop > 0 and mask is not None:
+        keep = torch.rand(mask.shape, generator=gen) >= drop
+        keep[:, 0] = True  # never an empty context
+        mask = mask & keep
     return net(pooled, tokens, mask), net.config.scaling
 
 
@@ -97,7 +106,7 @@ def _rolled(adapters: dict) -> dict:
 def step_loss(cfg: TrainConfig, split: SplitLM, net: nn.Module, batch: Batch, feats: list[EncodedContext],
               gen: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted next-token loss (+ optional contrastive hinge); returns (loss, metrics)."""
-    adapters, scaling = adapters_for(net, [feats[r] for r in batch.repos])
+    adapters, scaling = adapters_for(net, [feats[r] for r in batch.repos], cfg.context_dropout, gen)
     ident = batch.ident[:, 1:]
     sample = torch.rand(ident.shape, generator=gen) < cfg.other_positions
     select = ident | sample
