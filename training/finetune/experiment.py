@@ -187,6 +187,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--img-dir", type=Path, default=None)
     ap.add_argument("--analyze-only", action="store_true")
+    ap.add_argument("--collect", type=Path, default=None,
+                    help="also copy each arm's final adapter to COLLECT/<arm>/<repo> (for code2lora eval --extra-arm)")
     ap.add_argument("--max-step", type=int, default=None, help="geometry at this checkpoint step (equal budgets)")
     args = ap.parse_args(argv)
     if args.one:
@@ -205,6 +207,8 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"no generated adapter for {args.repo} under {args.init_adapters}")
         launch(arm_configs(recipe, arms, args.out, args.repo, init), args.parallel, args.out)
     res = compare(args.out, arms, args.img_dir, args.max_step)
+    if args.collect:
+        collect_adapters([args.out], arms, args.collect)
     print(json.dumps({a: {k: r.get(k) for k in ("start", "end", "heldout_change")} for a, r in res.items()}, indent=1))
 
 
