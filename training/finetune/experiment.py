@@ -29,6 +29,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "rl": {"method": "rl", "rl": {"group_size": 2, "reward": "chrf"}},
     "opd_sparse": {"method": "opd", "opd": {"token_keep": 0.25}},
     "opd_offpolicy": {"method": "opd", "opd": {"offpolicy_share": 1.0}},
+    "opd_full": {"method": "opd", "opd": {"form": "full"}},  # exact reverse KL over the vocabulary
+    # every rollout starts with 8 teacher tokens under forward KL (mass-covering), the rest on-policy
+    "tropd_guided": {"method": "tropd", "tropd": {"guide_share": 1.0, "guide_tokens": 8}},
 }
 
 
