@@ -178,6 +178,12 @@ def meta_model(config: Any) -> "torch.nn.Module":
         return AutoModelForCausalLM.from_config(config)
 
 
+def layer_of(path: str) -> int | None:
+    """Decoder-layer index in a module path ("model.layers.3.mlp.up_proj" -> 3), None outside the layers."""
+    match = _LAYER_RE.search(f".{path}.")
+    return int(match.group(1)) if match else None
+
+
 def find_targets(model: "torch.nn.Module", module_types: tuple[str, ...] = DEFAULT_TARGET_MODULES) -> list[TargetModule]:
     """List the Linear layers named like `module_types` inside decoder layers, in model order."""
     import torch
@@ -185,9 +191,9 @@ def find_targets(model: "torch.nn.Module", module_types: tuple[str, ...] = DEFAU
     targets: list[TargetModule] = []
     for name, module in model.named_modules():
         leaf = name.rsplit(".", 1)[-1]
-        match = _LAYER_RE.search(f".{name}.")
-        if leaf in module_types and isinstance(module, torch.nn.Linear) and match:
-            targets.append(TargetModule(name, leaf, int(match.group(1)), module.in_features, module.out_features))
+        layer = layer_of(name)
+        if leaf in module_types and isinstance(module, torch.nn.Linear) and layer is not None:
+            targets.append(TargetModule(name, leaf, layer, module.in_features, module.out_features))
     if not targets:
         raise BaseModelError(f"no target modules {module_types} found in {type(model).__name__}")
     return targets

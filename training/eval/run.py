@@ -87,24 +87,17 @@ def load_extra_adapter(folder: Path, repo_name: str, first_layer: int) -> tuple[
     layer would be silently half-applied: that is an error.
     """
     from hypernet.adapter import read_adapter
+    from hypernet.basemodel import layer_of
 
     path = Path(folder) / adapter_dirname(repo_name)
     if not path.is_dir():
         return None
     cfg, tensors = read_adapter(path)
-    low = sorted({p for p in tensors if _layer_of(p) is not None and _layer_of(p) < first_layer})
+    low = sorted(p for p, layer in ((p, layer_of(p)) for p in tensors) if layer is not None and layer < first_layer)
     if low:
         raise ValueError(f"{path}: adapter touches layers below {first_layer} ({low[0]} ...); evaluation adapts only "
                          f"the layers the hypernet was trained for")
     return tensors, float(cfg["lora_alpha"]) / int(cfg["r"])
-
-
-def _layer_of(path: str) -> int | None:
-    parts = path.split(".")
-    for i, part in enumerate(parts[:-1]):
-        if part == "layers" and parts[i + 1].isdigit():
-            return int(parts[i + 1])
-    return None
 
 
 def _trim(seq: Sequence, max_prefix: int) -> Sequence:
