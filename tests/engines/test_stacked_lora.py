@@ -70,8 +70,8 @@ def check_rows(model_dir, slots, tok, adapters):
         if path is None:
             assert torch.equal(mixed[row][mask], ref[mask]), f"base row {row} differs"
         else:
-            # fp32 summed in another order (gathered bmm vs PEFT's per-module adds): 1e-5 failed once at 1.19e-5 on
-            # 1 of 2,560 logits under CPU contention; a wrong or stale adapter moves logits by far more than 1e-4.
+            # fp32 summed in another order (gathered bmm vs PEFT's per-module adds): on a fresh install 1e-5 fails
+            # at 1.19e-5 on 1 of 2,560 logits, every run; a wrong or stale adapter moves logits by far more than 1e-4.
             torch.testing.assert_close(mixed[row][mask], ref[mask], rtol=1e-4, atol=1e-4)
 
 
