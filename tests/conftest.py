@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,6 +54,27 @@ def reset_redis(url: str) -> None:
     r = redis.Redis.from_url(url)
     r.flushdb()
     r.close()
+
+
+def fresh_rq_env(tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch, **extra: str) -> dict[str, str]:
+    """Empty PostgreSQL + Redis and the environment of an RQ service on them (also set in this process);
+    `extra` adds CODE2LORA_* variables. Returns the environment for worker subprocesses."""
+    reset_postgres(PG_URL)
+    reset_redis(REDIS_URL)
+    env = {**os.environ, "CODE2LORA_DATA_DIR": str(tmp_path / "d"), "CODE2LORA_DATABASE_URL": PG_URL,
+           "CODE2LORA_REDIS_URL": REDIS_URL, "CODE2LORA_QUEUE": "rq", "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
+           "CODE2LORA_ENGINE": "none", "CODE2LORA_BASE_MODEL_PATH": str(model_dir), "HF_HUB_OFFLINE": "1",
+           **extra}
+    for k, v in env.items():
+        if k.startswith("CODE2LORA_"):
+            monkeypatch.setenv(k, v)
+    return env
+
+
+def start_rq_worker(env: dict[str, str]) -> subprocess.Popen:
+    """`code2lora worker --burst` as a subprocess with `env` (output discarded)."""
+    return subprocess.Popen([sys.executable, "-m", "code2lora.cli", "worker", "--burst"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 @pytest.fixture(params=["sqlite", "postgres+redis"])

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_URL, REDIS_URL, make_git_repo, pg_available, redis_available, reset_postgres, \
-    reset_redis
+from tests.conftest import REDIS_URL, fresh_rq_env, make_git_repo, pg_available, redis_available, start_rq_worker
 
 pytestmark = pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis not reachable")
 
@@ -26,14 +22,7 @@ def test_two_workers_share_jobs_without_overlap(tmp_path: Path, service_model_di
     from service.settings import Settings
     from service.state import build_state
 
-    reset_postgres(PG_URL)
-    reset_redis(REDIS_URL)
-    env = {**os.environ, "CODE2LORA_DATA_DIR": str(tmp_path / "d"), "CODE2LORA_DATABASE_URL": PG_URL,
-           "CODE2LORA_REDIS_URL": REDIS_URL, "CODE2LORA_QUEUE": "rq", "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
-           "CODE2LORA_ENGINE": "none", "CODE2LORA_BASE_MODEL_PATH": str(service_model_dir), "HF_HUB_OFFLINE": "1"}
-    for k, v in env.items():
-        if k.startswith("CODE2LORA_"):
-            monkeypatch.setenv(k, v)
+    env = fresh_rq_env(tmp_path, service_model_dir, monkeypatch)
     state = build_state(Settings())
     try:
         with state.sessions() as s:
@@ -44,8 +33,7 @@ def test_two_workers_share_jobs_without_overlap(tmp_path: Path, service_model_di
                 repos.append(repo)
             for _ in range(2):  # more work on alpha than one worker at a time may do
                 enqueue_job(state, s, repos[0], "regenerate", full=True)
-        workers = [subprocess.Popen([sys.executable, "-m", "code2lora.cli", "worker", "--burst"], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]
+        workers = [start_rq_worker(env) for _ in range(2)]
         assert [w.wait(300) for w in workers] == [0, 0]
         conn = redis.Redis.from_url(REDIS_URL)
         with state.sessions() as s:

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import PG_URL, REDIS_URL, pg_available, redis_available, reset_postgres, reset_redis
+from tests.conftest import fresh_rq_env, pg_available, redis_available, start_rq_worker
 
 pytestmark = pytest.mark.skipif(not (pg_available() and redis_available()), reason="PostgreSQL/Redis not reachable")
-
-
-def _worker(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "code2lora.cli", "worker", "--burst"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path, service_model_dir: Path,
@@ -28,20 +20,12 @@ def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path,
     from service.settings import Settings
     from service.state import build_state
 
-    reset_postgres(PG_URL)
-    reset_redis(REDIS_URL)
-    env = {**os.environ, "CODE2LORA_DATA_DIR": str(tmp_path / "d"), "CODE2LORA_DATABASE_URL": PG_URL,
-           "CODE2LORA_REDIS_URL": REDIS_URL, "CODE2LORA_QUEUE": "rq", "CODE2LORA_ALLOW_LOCAL_REPOS": "true",
-           "CODE2LORA_ENGINE": "none", "CODE2LORA_BASE_MODEL_PATH": str(service_model_dir),
-           "CODE2LORA_JOB_LOCK_TTL_S": "3", "HF_HUB_OFFLINE": "1"}
-    for k, v in env.items():
-        if k.startswith("CODE2LORA_"):
-            monkeypatch.setenv(k, v)
+    env = fresh_rq_env(tmp_path, service_model_dir, monkeypatch, CODE2LORA_JOB_LOCK_TTL_S="3")
     state = build_state(Settings())
     try:
         with state.sessions() as s:
             repo, job, _ = register_repo(state, s, str(sample_repo), None, None, "static")
-        proc = _worker(env)
+        proc = start_rq_worker(env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:  # kill it once it is past the clone, inside generation
             with state.sessions() as s:
@@ -62,7 +46,7 @@ def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path,
         assert not artifacts.exists() or [p for p in artifacts.iterdir() if not p.name.startswith(".")] == []
 
         time.sleep(3.5)  # lock and job go stale
-        proc = _worker(env)  # reaps the stale job on start, then runs it
+        proc = start_rq_worker(env)  # reaps the stale job on start, then runs it
         assert proc.wait(180) == 0
         with state.sessions() as s:
             done = s.get(Job, job.id)
