@@ -31,6 +31,21 @@ TOY = {
 }
 
 
+def tiny_hypernet(repos: list, tokenizer):  # type: ignore[no-untyped-def]
+    """(tiny model, a small top-layer hypernet whose B head is non-zero, the repos' encoded contexts)."""
+    from training.hypernet.config import TrainConfig
+    from training.hypernet.run import encode_repos
+    from training.hypernet.train import build_hypernet
+
+    model = tiny_llama()
+    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
+    net = build_hypernet(cfg, model).eval()
+    torch.nn.init.normal_(net.head_b.weight, std=0.05)  # untrained B = 0 would make every adapter a no-op
+    feats = encode_repos(repos, use_sentence=False, use_tokens=True, tokenizer=tokenizer,
+                         embeddings=model.get_input_embeddings().weight.detach())
+    return model, net, feats
+
+
 def write_toy_repo(root: Path, words: list[str], n_files: int = 6) -> Path:
     """A small Python package whose files define and use its own identifiers, with a test file."""
     root.mkdir(parents=True, exist_ok=True)

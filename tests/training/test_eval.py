@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-
 from training.eval.report import build_report, markdown, write_report
 from training.eval.run import EvalOptions, Evaluator
-from training.hypernet.config import TrainConfig
-from training.hypernet.run import encode_repos
-from training.hypernet.train import SharedLoRA, build_hypernet
+from training.hypernet.train import SharedLoRA
 
-from .conftest import tiny_llama
+from .conftest import tiny_hypernet
 
 
 def test_every_arm_is_scored_and_reported(tmp_path, toy_repos, tokenizer):
-    model = tiny_llama()
-    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
-    net = build_hypernet(cfg, model).eval()
-    torch.nn.init.normal_(net.head_b.weight, std=0.05)
-    feats = encode_repos(toy_repos, use_sentence=False, use_tokens=True, tokenizer=tokenizer,
-                         embeddings=model.get_input_embeddings().weight.detach())
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
     shared = SharedLoRA(net_targets := [__import__("hypernet.basemodel", fromlist=["TargetModule"]).TargetModule(*r)
                                         for r in net.config.targets], 4, 8.0)
     assert len(net_targets) == 7
@@ -67,12 +58,7 @@ def test_exported_adapters_scored_as_extra_arm_equal_own(tmp_path, toy_repos, to
     from hypernet.adapter import read_adapter, write_adapter
     from training.eval.run import adapter_dirname, load_extra_adapter
 
-    model = tiny_llama()
-    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
-    net = build_hypernet(cfg, model).eval()
-    torch.nn.init.normal_(net.head_b.weight, std=0.05)
-    feats = encode_repos(toy_repos, use_sentence=False, use_tokens=True, tokenizer=tokenizer,
-                         embeddings=model.get_input_embeddings().weight.detach())
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
     export = tmp_path / "gen"
     opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=50, lines_per_repo=1, asserts_per_repo=0,
                        export_adapters=str(export))

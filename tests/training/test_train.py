@@ -11,9 +11,9 @@ from hypernet.encoder import EncodedContext
 from training.hypernet.config import TrainConfig, load_config
 from training.hypernet.run import encode_repos
 from training.hypernet.split import SplitLM, top_targets
-from training.hypernet.train import SharedLoRA, Trainer, build_hypernet
+from training.hypernet.train import SharedLoRA, Trainer
 
-from .conftest import tiny_llama
+from .conftest import tiny_hypernet, tiny_llama
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
@@ -141,12 +141,7 @@ def test_a_top_layer_checkpoint_serves_through_the_adapter_generator(tmp_path, t
 def test_context_dropout_hides_tokens_only_when_asked(toy_repos, tokenizer):
     from training.hypernet.train import adapters_for
 
-    model = tiny_llama()
-    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
-    net = build_hypernet(cfg, model).eval()
-    torch.nn.init.normal_(net.head_b.weight, std=0.05)
-    feats = encode_repos(toy_repos[:2], use_sentence=False, use_tokens=True, tokenizer=tokenizer,
-                         embeddings=model.get_input_embeddings().weight.detach())
+    _model, net, feats = tiny_hypernet(toy_repos[:2], tokenizer)
     path = net.config.targets[0][0]
     with torch.no_grad():
         full = adapters_for(net, feats)[0][path][1]
