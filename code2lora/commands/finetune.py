@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from code2lora.commands.train import train_app
+
 METHODS = ("sft", "opd", "tropd", "rl")
 
 
@@ -41,21 +43,11 @@ def _make_command(method: str):
     return command
 
 
-def _train_group() -> typer.Typer | None:
-    try:
-        import code2lora.commands.train as train_module
-    except ImportError:
-        return None
-    group = getattr(train_module, "train_app", None)
-    return group if isinstance(group, typer.Typer) else None
-
-
 def register(app: typer.Typer) -> None:
     """Add `train opd|tropd|rl|sft` to the shared `train` group, and the same commands as `finetune ...`."""
     alias = typer.Typer(no_args_is_help=True, help="Fine-tune a base model: SFT, OPD, TrOPD, RL (GRPO); the same "
                         "commands as `code2lora train opd|tropd|rl|sft`.")
     app.add_typer(alias, name="finetune")
-    groups = [alias] + [g for g in [_train_group()] if g is not None]
     for method in METHODS:
-        for group in groups:
+        for group in (alias, train_app):
             group.command(method)(_make_command(method))
