@@ -132,6 +132,16 @@ class RepoData:
         """JSON-ready dict."""
         return asdict(self)
 
+    def context_texts(self) -> dict[str, str]:
+        """{path: text} of the context files still on disk (a cached corpus may outlive a file)."""
+        out = {}
+        for rel in self.context_files:
+            try:
+                out[rel] = (Path(self.root) / rel).read_text("utf-8", "replace")
+            except OSError:
+                continue
+        return out
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RepoData:
         """Inverse of to_json."""

@@ -196,14 +196,10 @@ class Evaluator:
         o = self.opts
         seq_len = repo.chunks[0].ids.__len__()
         ident = set(repo.identifiers)
-        chunks = []
-        for rel in repo.context_files:
-            try:
-                text = (Path(repo.root) / rel).read_text("utf-8", "replace")
-            except OSError:
-                continue
-            from training.data.corpus import CorpusConfig
+        from training.data.corpus import CorpusConfig
 
+        chunks = []
+        for rel, text in repo.context_texts().items():
             chunks += _chunks(rel, text, self.tok, ident, CorpusConfig(seq_len=seq_len))
         chunks = sorted(chunks, key=lambda s: -s.n_ident())[: o.per_repo_chunks]
         targets = [t for t in _targets_of(self.net)]

@@ -134,12 +134,7 @@ def corpus_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskDat
     if cfg.repo not in by_name:
         raise ValueError(f"{cfg.repo!r} is not in the corpus of {cfg.train_config} (e.g. {sorted(by_name)[:3]})")
     repo = by_name[cfg.repo]
-    ctx_files = {}
-    for rel in repo.context_files:
-        try:
-            ctx_files[rel] = (Path(repo.root) / rel).read_text("utf-8", "replace")
-        except OSError:  # the corpus cache outlived a file: prompts come from the rest
-            continue
+    ctx_files = repo.context_texts()
     chunks = repo.chunks[: cfg.eval_chunks] if cfg.eval_chunks else repo.chunks
     return TaskData(
         name=repo.name, prompts=line_prompts(ctx_files, tokenizer, cfg),
