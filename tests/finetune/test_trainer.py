@@ -177,3 +177,27 @@ def test_context_distillation_recipe_on_toy_texts(student_dir, tmp_path, method,
     assert len(teacher.context_ids) > 40 and teacher.context_cache().length == len(teacher.context_ids)
     last = train_from_config(cfg)
     assert last["step"] == 2 and "eval_rkl" in last and "teacher_loss" not in last
+
+
+def test_teacher_can_carry_the_students_starting_adapter(sharp_base, teacher_adapter, tmp_path):
+    """`teacher.student_adapter`: the teacher is the starting student itself (plus the context, if any)."""
+    from training.finetune.evaluate import heldout_metrics
+    from training.finetune.trainer import build_run
+
+    d = toy_config(sharp_base, None, tmp_path / "self", "opd", steps=1)
+    d["student"]["init_adapter"] = str(teacher_adapter)
+    d["teacher"] = {"student_adapter": True, "context": False}
+    student, teacher, task, tok = build_run(config_from_dict(d))
+    same = heldout_metrics(student, teacher, task, tok.eos_token_id)
+    assert same["eval_rkl"] == pytest.approx(0.0, abs=1e-5) and same["teacher_loss"] == pytest.approx(same["eval_loss"])
+    d["teacher"] = {"context": False}  # the plain base as teacher differs from the adapted student
+    student, teacher, task, tok = build_run(config_from_dict(d))
+    assert heldout_metrics(student, teacher, task, tok.eos_token_id)["eval_rkl"] > 1e-3
+
+    d["teacher"] = {"student_adapter": True, "adapter": str(teacher_adapter)}
+    with pytest.raises(ValueError, match="student_adapter"):
+        build_run(config_from_dict(d))
+    del d["student"]["init_adapter"]
+    d["teacher"] = {"student_adapter": True}
+    with pytest.raises(ValueError, match="student_adapter"):
+        build_run(config_from_dict(d))

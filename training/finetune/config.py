@@ -30,6 +30,9 @@ class TeacherConfig:
 
     model: str | None = None
     adapter: str | None = None
+    # True: the teacher carries the student's starting adapter (`student.init_adapter`), i.e. the teacher is the
+    # starting student *with* the context: context distillation in its classic form.
+    student_adapter: bool = False
     context: bool = True  # prepend the repository's rendered API text to every teacher prompt
     context_tokens: int = 384
 

@@ -46,7 +46,12 @@ def build_run(cfg: FinetuneConfig) -> tuple[Student, Teacher, TaskData, Any]:
     t_model = base if same else load_base_model(tc.model if tc.model is not None else sc.base_model)
     task = build_task(cfg.task, tok, tc.context_tokens)
     ctx = task.context_ids if tc.context else []
-    teacher = Teacher.with_adapter(t_model, tc.adapter, ctx) if tc.adapter else Teacher(t_model, ctx)
+    adapter = tc.adapter
+    if tc.student_adapter:
+        if tc.adapter or not sc.init_adapter:
+            raise ValueError("teacher.student_adapter needs student.init_adapter and no teacher.adapter")
+        adapter = sc.init_adapter
+    teacher = Teacher.with_adapter(t_model, adapter, ctx) if adapter else Teacher(t_model, ctx)
     if not task.prompts:
         raise ValueError("the task produced no prompts")
     return student, teacher, task, tok
