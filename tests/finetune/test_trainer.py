@@ -190,6 +190,16 @@ def test_teacher_can_carry_the_students_starting_adapter(sharp_base, teacher_ada
     student, teacher, task, tok = build_run(config_from_dict(d))
     same = heldout_metrics(student, teacher, task, tok.eos_token_id)
     assert same["eval_rkl"] == pytest.approx(0.0, abs=1e-5) and same["teacher_loss"] == pytest.approx(same["eval_loss"])
+    # the reference policy (RL's KL anchor) of a run that starts from an adapter is that adapter, not the bare base
+    from training.finetune.rollout import completion_logits
+
+    prefixes, comp = [task.eval_chunks[0][:1]], torch.tensor([task.eval_chunks[0][1:]])
+    with torch.no_grad():
+        student.lora.b[0].add_(1.0)  # training moved the student; the reference must not move with it
+        ref = completion_logits(student.reference(), prefixes, comp, tok.eos_token_id)
+        start = completion_logits(teacher.active(), prefixes, comp, tok.eos_token_id)
+        moved = completion_logits(student.active(), prefixes, comp, tok.eos_token_id)
+    assert torch.allclose(ref, start, atol=1e-5) and not torch.allclose(moved, start, atol=1e-3)
     d["teacher"] = {"context": False}  # the plain base as teacher differs from the adapted student
     student, teacher, task, tok = build_run(config_from_dict(d))
     assert heldout_metrics(student, teacher, task, tok.eos_token_id)["eval_rkl"] > 1e-3

@@ -61,11 +61,20 @@ class Student:
             with applied_lora(self.model, self.lora.tensors(), self.lora.scaling):
                 yield self.model
 
+    def load_start(self, adapter_dir: Path | str) -> None:
+        """Start from a PEFT adapter (e.g. the repository's generated one); it is also the reference policy."""
+        if self.lora is None:
+            raise ValueError("init_adapter needs trainable='lora'")
+        self.lora.load_adapter(adapter_dir)
+        self._start = {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in self.lora.tensors().items()}
+
     def reference(self):
-        """Context for the starting policy (the base without LoRA); full-weight students have none here."""
+        """Context for the starting policy: the starting adapter if the run began from one, else the base without
+        LoRA; full-weight students have none here."""
         if self.lora is None:
             raise ValueError("a KL to the starting policy needs a LoRA student")
-        return nullcontext(self.model)
+        start = getattr(self, "_start", None)
+        return applied_lora(self.model, start, self.lora.scaling) if start else nullcontext(self.model)
 
     def deltas(self) -> dict[str, torch.Tensor]:
         """dW per target: scaling * B @ A for a LoRA, W - W0 for full weights (detached, float32)."""

@@ -37,9 +37,7 @@ def build_run(cfg: FinetuneConfig) -> tuple[Student, Teacher, TaskData, Any]:
     student = Student(base, select_targets(base, sc.modules, sc.layers), sc.trainable, sc.rank, sc.lora_alpha,
                       cfg.seed)
     if sc.init_adapter:
-        if student.lora is None:
-            raise ValueError("init_adapter needs trainable='lora'")
-        student.lora.load_adapter(sc.init_adapter)
+        student.load_start(sc.init_adapter)
     tc = cfg.teacher
     # A LoRA student leaves the base weights untouched, so the same model object can serve as the teacher.
     same = tc.model is None and sc.trainable == "lora"
