@@ -211,3 +211,26 @@ def test_teacher_can_carry_the_students_starting_adapter(sharp_base, teacher_ada
     d["teacher"] = {"student_adapter": True}
     with pytest.raises(ValueError, match="student_adapter"):
         build_run(config_from_dict(d))
+
+
+def test_teacher_gap_table(sharp_base, teacher_adapter, tmp_path, capsys):
+    """Without context the starting student is its own teacher (gap 0); the context changes the teacher."""
+    from training.finetune.teacher_gap import main, teacher_gap
+
+    d = toy_config(sharp_base, None, tmp_path / "gap", "opd")
+    d["student"]["init_adapter"] = str(teacher_adapter)
+    d["task"]["context_text"] = "def restock_shelf(shelf, count): ...\nclass ShelfLabel: ...\n"
+    rows = teacher_gap(d, [0, 30])
+    by = {(r["teacher"], r["context_tokens"] > 0): r for r in rows}
+    assert by[("starting student", False)]["gap"] == pytest.approx(0.0, abs=1e-5)
+    assert by[("base", False)]["gap"] != pytest.approx(0.0, abs=1e-3)
+    assert by[("starting student", True)]["context_tokens"] > 30
+    assert by[("starting student", True)]["teacher_loss"] != pytest.approx(by[("starting student", False)]["teacher_loss"])
+
+    recipe = tmp_path / "recipe.json"
+    d["task"]["repo"] = "toy"
+    del d["student"]["init_adapter"]
+    recipe.write_text(json.dumps(d))
+    main(["--recipe", str(recipe), "--repo", "toy", "--budgets", "0", "--out", str(tmp_path / "gap.json")])
+    assert "| base | 0 |" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "gap.json").read_text())) == 1  # no --init-adapters: the base teacher only

@@ -22,13 +22,14 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, pad_id: int, batch: int = 4,
                     with_teacher_loss: bool = True) -> dict[str, Any]:
-    """{eval_loss, eval_ident_loss, eval_rkl, teacher_loss, per_chunk_loss} over `task.eval_chunks`."""
+    """{eval_loss, eval_ident_loss, eval_rkl, teacher_loss, teacher_ident_loss, per_chunk_loss} over
+    `task.eval_chunks`."""
     chunks = task.eval_chunks
     by_len: dict[int, list[int]] = {}
     for i, c in enumerate(chunks):
         by_len.setdefault(len(c), []).append(i)
     per_chunk = [0.0] * len(chunks)
-    tot = {"loss": 0.0, "n": 0, "ident": 0.0, "n_ident": 0, "rkl": 0.0, "teacher": 0.0}
+    tot = {"loss": 0.0, "n": 0, "ident": 0.0, "n_ident": 0, "rkl": 0.0, "teacher": 0.0, "teacher_ident": 0.0}
     for _length, rows in sorted(by_len.items()):
         for s in range(0, len(rows), batch):
             idx = rows[s: s + batch]
@@ -40,6 +41,7 @@ def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, p
                 per_chunk[i] = float(ce[j].mean())
             tot["loss"] += float(ce.sum())
             tot["n"] += ce.numel()
+            ident = None
             if task.eval_ident:
                 ident = torch.tensor([task.eval_ident[i][1:] for i in idx], dtype=torch.bool)
                 tot["ident"] += float(ce[ident].sum())
@@ -50,7 +52,10 @@ def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, p
                 ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
                 tot["rkl"] += float((ls.exp() * (ls - lt)).sum(-1).sum())
                 if with_teacher_loss:
-                    tot["teacher"] += float(_ce(t_logits, comp).sum())
+                    t_ce = _ce(t_logits, comp)
+                    tot["teacher"] += float(t_ce.sum())
+                    if ident is not None:
+                        tot["teacher_ident"] += float(t_ce[ident].sum())
     n = max(tot["n"], 1)
     out: dict[str, Any] = {"eval_loss": tot["loss"] / n, "per_chunk_loss": per_chunk}
     if tot["n_ident"]:
@@ -59,6 +64,8 @@ def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, p
         out["eval_rkl"] = tot["rkl"] / n
         if with_teacher_loss:
             out["teacher_loss"] = tot["teacher"] / n
+            if tot["n_ident"]:
+                out["teacher_ident_loss"] = tot["teacher_ident"] / tot["n_ident"]
     return out
 
 
