@@ -169,3 +169,13 @@ def test_rewards_hand_computed():
     assert get_reward("line_exact_match")("\n  y = f(x)\nmore", "y = f(x)") == 1.0
     with pytest.raises(ValueError):
         get_reward("bleu")
+
+
+def test_focus_mask_keeps_the_largest_scores_among_counted_tokens():
+    score = torch.tensor([[0.1, 0.9, 0.5, 7.0], [0.3, 0.8, 0.2, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0]])  # the 7.0 is padding: never chosen
+    # 7 counted tokens, share 0.3 -> round(2.1) = 2 tokens: 0.9 and 0.8
+    assert L.focus_mask(score, mask, 0.3).tolist() == [[0, 1, 0, 0], [0, 1, 0, 0]]
+    assert L.focus_mask(score, mask, 0.01).tolist() == [[0, 1, 0, 0], [0, 0, 0, 0]]  # at least one
+    assert torch.equal(L.focus_mask(score, mask, 1.0), mask)
+    assert L.focus_mask(score, torch.zeros_like(mask), 0.5).sum() == 0

@@ -65,6 +65,8 @@ def test_opd_lowers_reverse_kl_to_teacher(sharp_base, teacher_adapter, tmp_path)
     ("sft", {"sft": {"source": "teacher"}}),
     ("sft", {"sft": {"source": "text"}}),
     ("opd", {"opd": {"form": "topk", "top_k": 8, "token_keep": 0.5, "offpolicy_share": 0.5}}),
+    ("opd", {"opd": {"form": "full", "focus": 0.25}}),
+    ("opd", {"opd": {"focus": 0.25}}),
     ("tropd", {"inner_steps": 2, "tropd": {"guide_share": 0.5, "guide_tokens": 3}}),
     ("rl", {"inner_steps": 2, "rl": {"group_size": 2, "opd_weight": 0.5, "beta": 0.1, "reward": "edit_sim"}}),
 ])
@@ -234,3 +236,17 @@ def test_teacher_gap_table(sharp_base, teacher_adapter, tmp_path, capsys):
     main(["--recipe", str(recipe), "--repo", "toy", "--budgets", "0", "--out", str(tmp_path / "gap.json")])
     assert "| base | 0 |" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "gap.json").read_text())) == 1  # no --init-adapters: the base teacher only
+
+
+def test_focused_opd_rollout_keeps_the_most_disputed_tokens(sharp_base, teacher_adapter, tmp_path):
+    from training.finetune.methods import Env, choose_prompts, collect
+    from training.finetune.trainer import build_run
+
+    cfg = _cfg(sharp_base, teacher_adapter, tmp_path / "focus", "opd", opd={"focus": 0.25})
+    student, teacher, task, tok = build_run(cfg)
+    env = Env(cfg, student, teacher, tok.eos_token_id, tok.eos_token_id, lambda ids: "")
+    r = collect(env, choose_prompts(cfg, task.prompts, 0), 0)
+    kept, counted = r.keep.bool() & r.mask.bool(), r.mask.bool()
+    assert int(kept.sum()) == max(1, round(0.25 * int(counted.sum())))
+    adv = (r.logp_teacher - r.logp_old).abs()
+    assert adv[kept].min() >= adv[counted & ~kept].max()

@@ -65,6 +65,9 @@ class OPDConfig:
     form: str = "sampled"  # "sampled" | "full" | "topk"
     top_k: int = 32
     token_keep: float = 1.0  # share of completion tokens that carry gradient (random subset)
+    # share of completion tokens that carry gradient, chosen by credit: the tokens with the largest teacher/student
+    # disagreement (|log p_T - log p_old| for the sampled form, the per-position reverse KL for full / top-k)
+    focus: float = 1.0
     offpolicy_share: float = 0.0  # share of rollouts sampled by the teacher (truncated importance weights)
     is_cap: float = 2.0  # cap of per-token importance weights min(pi_old / pi_T, cap)
 

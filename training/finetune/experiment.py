@@ -30,6 +30,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "opd_sparse": {"method": "opd", "opd": {"token_keep": 0.25}},
     "opd_offpolicy": {"method": "opd", "opd": {"offpolicy_share": 1.0}},
     "opd_full": {"method": "opd", "opd": {"form": "full"}},  # exact reverse KL over the vocabulary
+    # credit-sparse: only the quarter of tokens where teacher and student disagree most carry gradient
+    "opd_focus": {"method": "opd", "opd": {"focus": 0.25}},
+    "opd_full_focus": {"method": "opd", "opd": {"form": "full", "focus": 0.25}},
     # every rollout starts with 8 teacher tokens under forward KL (mass-covering), the rest on-policy
     "tropd_guided": {"method": "tropd", "tropd": {"guide_share": 1.0, "guide_tokens": 8}},
 }

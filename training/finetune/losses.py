@@ -49,6 +49,18 @@ def opd_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_teacher: torch.Ten
     return -masked_mean(w * rho * adv, mask)
 
 
+def focus_mask(score: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
+    """1.0 on the `share` of masked tokens with the largest `score` over the batch (at least one), 0 elsewhere:
+    credit-sparse OPD keeps the tokens where teacher and student disagree most. Ties at the threshold are kept."""
+    valid = mask.bool()
+    n = int(valid.sum())
+    if n == 0 or share >= 1.0:
+        return valid.float()
+    k = max(1, int(round(share * n)))
+    threshold = score[valid].topk(k).values.min()
+    return (valid & (score >= threshold)).float()
+
+
 def _log_probs(logits: torch.Tensor, top_k: int | None, support_from: torch.Tensor) -> torch.Tensor:
     logits = logits.float()
     if top_k is None:

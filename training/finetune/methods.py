@@ -107,7 +107,8 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
             written[:k], offpolicy[:k] = True, True
     r = Rollout(prompts, tokens, mask, written, offpolicy, [env.decode(row[m.bool()]) for row, m in zip(tokens, mask)])
     with torch.no_grad():
-        r.logp_old = token_logps(env.student_logits(prompts, tokens), tokens)
+        old_logits = env.student_logits(prompts, tokens)
+        r.logp_old = token_logps(old_logits, tokens)
         r.teacher_logits = env.teacher_logits(prompts, tokens)
         r.logp_teacher = token_logps(r.teacher_logits, tokens)
         r.is_weight = torch.where(offpolicy.unsqueeze(1),
@@ -115,6 +116,13 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
                                   torch.ones_like(r.logp_old))
         r.keep = (torch.rand((n, t), generator=gen) < cfg.opd.token_keep).float() if cfg.opd.token_keep < 1 \
             else torch.ones((n, t))
+        if cfg.method == "opd" and cfg.opd.focus < 1:
+            if cfg.opd.form == "sampled":
+                score = (r.logp_teacher - r.logp_old).abs()
+            else:
+                ls, lt = torch.log_softmax(old_logits, -1), torch.log_softmax(r.teacher_logits, -1)
+                score = (ls.exp() * (ls - lt)).sum(-1)
+            r.keep = r.keep * L.focus_mask(score, r.mask * r.keep, cfg.opd.focus)
         reward_fn = get_reward(cfg.rl.reward) if cfg.method == "rl" else chrf
         r.rewards = torch.tensor([reward_fn(txt, p.reference_text) for txt, p in zip(r.texts, prompts)])
         if cfg.method == "rl":
