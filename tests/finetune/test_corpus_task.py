@@ -57,3 +57,15 @@ def test_experiment_starts_every_arm_from_the_generated_adapter_and_collects_for
     got = collect_adapters([tmp_path / "run"], ["opd", "tropd"], tmp_path / "arms")
     assert got == {"opd": tmp_path / "arms" / "opd"}  # tropd has no final adapter yet: not collected
     assert (tmp_path / "arms" / "opd" / "pypi__requests" / "adapter_config.json").is_file()
+
+
+def test_experiment_set_overrides_nested_recipe_keys():
+    from training.finetune.experiment import apply_sets
+
+    recipe = {"steps": 24, "task": {"kind": "corpus", "completion_tokens": 16}}
+    got = apply_sets(recipe, ["temperature=0.6", "task.completion_tokens=4", "name=x=y", "opd.form=full"])
+    assert got == {"steps": 24, "temperature": 0.6, "name": "x=y",
+                   "task": {"kind": "corpus", "completion_tokens": 4}, "opd": {"form": "full"}}
+    assert recipe["task"]["completion_tokens"] == 16  # the recipe itself is untouched
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        apply_sets(recipe, ["steps"])

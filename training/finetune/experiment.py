@@ -45,6 +45,26 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def apply_sets(recipe: dict[str, Any], sets: list[str]) -> dict[str, Any]:
+    """Recipe with `KEY=VALUE` overrides (dotted keys such as task.completion_tokens; VALUE parsed as JSON when it
+    parses, else kept as a string), applied before the arms' own overrides."""
+    out = copy.deepcopy(recipe)
+    for item in sets:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
 def arm_configs(recipe: dict[str, Any], arms: list[str], out: Path, repo: str | None,
                 init_adapter: str | None = None) -> dict[str, Path]:
     """Write one config per arm under out/configs; returns arm -> config path."""
@@ -196,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--collect", type=Path, default=None,
                     help="also copy each arm's final adapter to COLLECT/<arm>/<repo> (for code2lora eval --extra-arm)")
     ap.add_argument("--max-step", type=int, default=None, help="geometry at this checkpoint step (equal budgets)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a recipe key for every arm, e.g. --set temperature=0.6 --set task.n_prompts=256")
     args = ap.parse_args(argv)
     if args.one:
         run_one(args.one)
@@ -203,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
     arms = args.arms.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.analyze_only:
-        recipe = json.loads(args.recipe.read_text())
+        recipe = apply_sets(json.loads(args.recipe.read_text()), args.sets)
         init = None
         if args.init_adapters:
             from training.eval.run import adapter_dirname
