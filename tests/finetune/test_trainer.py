@@ -74,7 +74,7 @@ def test_every_method_trains(sharp_base, teacher_adapter, tmp_path, method, extr
     cfg = _cfg(sharp_base, teacher_adapter, tmp_path / method, method, steps=2, save_every=2, eval_every=2, **extra)
     last = train_from_config(cfg)
     assert last["step"] == 2 and torch.isfinite(torch.tensor(last["loss"]))
-    assert last["tokens"] > 0 and "eval_loss" in last
+    assert last["tokens"] > 0 and "eval_loss" in last and "train_text_loss" in last
     if method == "tropd":
         assert "clip_frac" in last and "guide_fkl" in last
 
@@ -250,3 +250,12 @@ def test_focused_opd_rollout_keeps_the_most_disputed_tokens(sharp_base, teacher_
     assert int(kept.sum()) == max(1, round(0.25 * int(counted.sum())))
     adv = (r.logp_teacher - r.logp_old).abs()
     assert adv[kept].min() >= adv[counted & ~kept].max()
+
+
+def test_next_token_training_lowers_the_loss_on_the_prompts_true_text(sharp_base, teacher_adapter, tmp_path):
+    """train_text_loss is the loss on the true continuations of the training prompts: SFT on that text lowers it."""
+    cfg = _cfg(sharp_base, teacher_adapter, tmp_path / "sft", "sft", sft={"source": "text"}, steps=6)
+    train_from_config(cfg)
+    evals = [r for r in _records(tmp_path / "sft") if "train_text_loss" in r]
+    assert "teacher_train_text_loss" in evals[0] and "teacher_train_text_loss" not in evals[-1]
+    assert evals[-1]["train_text_loss"] < evals[0]["train_text_loss"] - 0.05

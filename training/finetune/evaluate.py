@@ -69,6 +69,35 @@ def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, p
     return out
 
 
+@torch.no_grad()
+def prompt_text_metrics(student: Student, teacher: Teacher | None, task: TaskData, pad_id: int, limit: int = 64,
+                        batch: int = 16, with_teacher_loss: bool = True) -> dict[str, float]:
+    """{train_text_loss, teacher_train_text_loss}: next-token loss on the *true* continuations of the first
+    `limit` training prompts. On-policy methods never see this text; it tells whether what they learn on their own
+    samples carries over to real text of the files they train on (before asking about held-out files)."""
+    prompts = [p for p in task.prompts[:limit] if p.reference]
+    tot = {"s": 0.0, "t": 0.0, "n": 0}
+    by_len: dict[int, list] = {}
+    for p in prompts:
+        by_len.setdefault(len(p.reference), []).append(p)
+    for group in by_len.values():
+        for s in range(0, len(group), batch):
+            ps = group[s: s + batch]
+            comp = torch.tensor([p.reference for p in ps], dtype=torch.long)
+            tot["s"] += float(_ce(completion_logits(student.active(), [p.ids for p in ps], comp, pad_id), comp).sum())
+            if teacher is not None and with_teacher_loss:
+                t_logits = completion_logits(teacher.active(), [p.ids for p in ps], comp, pad_id,
+                                             cache=teacher.context_cache())
+                tot["t"] += float(_ce(t_logits, comp).sum())
+            tot["n"] += comp.numel()
+    if not tot["n"]:
+        return {}
+    out = {"train_text_loss": tot["s"] / tot["n"]}
+    if teacher is not None and with_teacher_loss:
+        out["teacher_train_text_loss"] = tot["t"] / tot["n"]
+    return out
+
+
 def bootstrap_ci(values: list[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
     """(mean, 2.5th, 97.5th percentile) of the mean by bootstrap over the values."""
     if not values:

@@ -39,7 +39,8 @@ def summarize(path: Path) -> dict[str, Any]:
     train = [r for r in recs if r.get("kind", "").startswith("train")]
     out: dict[str, Any] = {"steps": train[-1]["step"] if train else 0}
     if evals:
-        keys = ("eval_loss", "eval_ident_loss", "eval_rkl", "teacher_loss", "teacher_ident_loss")
+        keys = ("eval_loss", "eval_ident_loss", "eval_rkl", "teacher_loss", "teacher_ident_loss", "train_text_loss",
+                "teacher_train_text_loss")
         out["start"] = {k: evals[0][k] for k in keys if k in evals[0]}
         out["end"] = {k: evals[-1][k] for k in keys if k in evals[-1]}
     out["grad_norm"] = series_stats([r["grad_norm"] for r in train])

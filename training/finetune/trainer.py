@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from training.finetune.config import FinetuneConfig
-from training.finetune.evaluate import heldout_metrics
+from training.finetune.evaluate import heldout_metrics, prompt_text_metrics
 from training.finetune.methods import OBJECTIVES, Env, choose_prompts, collect
 from training.finetune.models import Student, Teacher, select_targets
 from training.finetune.tasks import TaskData, build_task
@@ -123,7 +123,9 @@ class FinetuneTrainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Held-out metrics for the current student (teacher loss only at step 0: it never changes)."""
-        return heldout_metrics(self.student, self.teacher, self.task, self.env.pad_id, with_teacher_loss=self.step == 0)
+        first = self.step == 0
+        return {**heldout_metrics(self.student, self.teacher, self.task, self.env.pad_id, with_teacher_loss=first),
+                **prompt_text_metrics(self.student, self.teacher, self.task, self.env.pad_id, with_teacher_loss=first)}
 
     # ------------------------------------------------------------------ loop
 
