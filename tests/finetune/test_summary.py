@@ -28,3 +28,15 @@ def test_summary_reports_the_shared_reverse_kl_curve(tmp_path):
     # step-to-step changes -0.1, +0.05, -0.15: mean -1/15, population std sqrt(0.0216667 / 3)
     assert s["rkl_full"]["step_diff_std"] == pytest.approx(0.0849837, rel=1e-5)
     assert s["loss"]["max"] == 3.0
+
+
+def test_config_rejects_unknown_opd_forms_and_bad_focus():
+    from training.finetune.config import config_from_dict
+
+    assert config_from_dict({"opd": {"form": "forward", "focus": 0.5}}).opd.form == "forward"
+    with pytest.raises(ValueError, match="opd.form"):
+        config_from_dict({"opd": {"form": "jsd"}})
+    with pytest.raises(ValueError, match="opd.focus"):
+        config_from_dict({"opd": {"focus": 0.0}})
+    with pytest.raises(ValueError, match="unknown OPDConfig keys"):
+        config_from_dict({"opd": {"fokus": 0.5}})

@@ -67,6 +67,7 @@ def test_opd_lowers_reverse_kl_to_teacher(sharp_base, teacher_adapter, tmp_path)
     ("opd", {"opd": {"form": "topk", "top_k": 8, "token_keep": 0.5, "offpolicy_share": 0.5}}),
     ("opd", {"opd": {"form": "full", "focus": 0.25}}),
     ("opd", {"opd": {"focus": 0.25}}),
+    ("opd", {"opd": {"form": "forward"}}),
     ("tropd", {"inner_steps": 2, "tropd": {"guide_share": 0.5, "guide_tokens": 3}}),
     ("rl", {"inner_steps": 2, "rl": {"group_size": 2, "opd_weight": 0.5, "beta": 0.1, "reward": "edit_sim"}}),
 ])

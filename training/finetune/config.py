@@ -62,7 +62,9 @@ class TaskConfig:
 class OPDConfig:
     """OPD variants: sampled-token (default), full-vocabulary or top-k reverse KL; token sparsity; off-policy share."""
 
-    form: str = "sampled"  # "sampled" | "full" | "topk"
+    # "sampled" | "full" | "topk" (reverse KL), or "forward": the full forward KL (teacher soft targets) at the
+    # student-visited positions, the mass-covering divergence of generalized on-policy distillation (GKD)
+    form: str = "sampled"
     top_k: int = 32
     token_keep: float = 1.0  # share of completion tokens that carry gradient (random subset)
     # share of completion tokens that carry gradient, chosen by credit: the tokens with the largest teacher/student
@@ -70,6 +72,12 @@ class OPDConfig:
     focus: float = 1.0
     offpolicy_share: float = 0.0  # share of rollouts sampled by the teacher (truncated importance weights)
     is_cap: float = 2.0  # cap of per-token importance weights min(pi_old / pi_T, cap)
+
+    def __post_init__(self) -> None:
+        if self.form not in ("sampled", "full", "topk", "forward"):
+            raise ValueError(f"opd.form must be sampled, full, topk or forward, not {self.form!r}")
+        if not 0.0 < self.focus <= 1.0:
+            raise ValueError(f"opd.focus must be in (0, 1], not {self.focus}")
 
 
 @dataclass

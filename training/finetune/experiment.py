@@ -30,6 +30,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "opd_sparse": {"method": "opd", "opd": {"token_keep": 0.25}},
     "opd_offpolicy": {"method": "opd", "opd": {"offpolicy_share": 1.0}},
     "opd_full": {"method": "opd", "opd": {"form": "full"}},  # exact reverse KL over the vocabulary
+    # on-policy samples, forward KL to the teacher's full distribution (mass-covering; GKD with beta = 0)
+    "opd_fkl": {"method": "opd", "opd": {"form": "forward"}},
     # credit-sparse: only the quarter of tokens where teacher and student disagree most carry gradient
     "opd_focus": {"method": "opd", "opd": {"focus": 0.25}},
     "opd_full_focus": {"method": "opd", "opd": {"form": "full", "focus": 0.25}},

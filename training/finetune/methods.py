@@ -160,10 +160,12 @@ def sft_objective(cfg: FinetuneConfig, r: Rollout, logits: torch.Tensor) -> tupl
 
 
 def opd_objective(cfg: FinetuneConfig, r: Rollout, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """OPD: sampled-token reverse-KL policy gradient (default) or the full / top-k reverse KL."""
+    """OPD: sampled-token reverse-KL policy gradient (default), the full / top-k reverse KL, or the forward KL."""
     mask = r.mask * r.keep
     if cfg.opd.form == "sampled":
         return L.opd_loss(token_logps(logits, r.tokens), r.logp_old, r.logp_teacher, mask, weights=r.is_weight), {}
+    if cfg.opd.form == "forward":
+        return L.forward_kl(logits, r.teacher_logits, mask), {}
     top_k = cfg.opd.top_k if cfg.opd.form == "topk" else None
     return L.full_reverse_kl(logits, r.teacher_logits, mask, top_k=top_k), {}
 
