@@ -113,6 +113,9 @@ class SFTConfig:
     """SFT data: completions sampled by the teacher, or the repository's own continuation (next-token objective)."""
 
     source: str = "teacher"  # "teacher" | "text"
+    # soft targets: forward KL to the teacher's distribution at each position of the SFT text instead of the
+    # cross-entropy of its tokens (with source "text": word-level distillation on the repository's own text)
+    soft: bool = False
 
 
 @dataclass

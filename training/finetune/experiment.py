@@ -22,6 +22,8 @@ from typing import Any
 ARMS: dict[str, dict[str, Any]] = {
     "sft_text": {"method": "sft", "sft": {"source": "text"}},
     "sft_teacher": {"method": "sft", "sft": {"source": "teacher"}},
+    # off-policy counterpart of OPD: the teacher's soft targets on the repository's own text (word-level KD)
+    "kd_text": {"method": "sft", "sft": {"source": "text", "soft": True}},
     "opd": {"method": "opd"},
     "tropd": {"method": "tropd"},
     "tropd_noguide": {"method": "tropd", "tropd": {"guide_share": 0.0}},  # trust region + outliers only

@@ -155,7 +155,10 @@ def _guided(env: Env, prompts: list[Prompt], gen: torch.Generator):
 # ---------------------------------------------------------------------------------------------- objectives
 
 def sft_objective(cfg: FinetuneConfig, r: Rollout, logits: torch.Tensor) -> tuple[torch.Tensor, dict]:
-    """Next-token cross-entropy on the rollout's tokens (teacher samples or the reference text)."""
+    """Next-token cross-entropy on the rollout's tokens (teacher samples or the reference text), or with
+    `sft.soft` the forward KL to the teacher's distribution at those positions."""
+    if cfg.sft.soft:
+        return L.forward_kl(logits, r.teacher_logits, r.mask), {}
     return L.sft_loss(logits, r.tokens, r.mask), {}
 
 
