@@ -69,3 +69,39 @@ def test_experiment_set_overrides_nested_recipe_keys():
     assert recipe["task"]["completion_tokens"] == 16  # the recipe itself is untouched
     with pytest.raises(ValueError, match="KEY=VALUE"):
         apply_sets(recipe, ["steps"])
+
+
+def _code_bpe(text: str):
+    """A byte-level BPE trained on `text`: it learns to merge a newline with the indentation after it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([text] * 5, trainers.BpeTrainer(vocab_size=300, special_tokens=["<eos>"],
+                                                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<eos>")
+
+
+def test_prompts_are_cut_between_the_files_own_tokens():
+    """With a tokenizer that merges a newline with the next line's indentation, a prompt ends with that merged
+    token, as the model sees the file, and never with a lone newline before an indented line."""
+    from training.finetune.config import TaskConfig
+    from training.finetune.tasks import line_prompts
+
+    text = "class Shelf:\n    def restock(self, count):\n        self.items += count\n        return self\n" * 3
+    tok = _code_bpe(text)
+    file_ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert any(tok.decode([i]).startswith("\n ") for i in file_ids)  # the merge this test is about exists
+    head = tok("# file: shelf.py\n", add_special_tokens=False)["input_ids"]
+    prompts = line_prompts({"shelf.py": text}, tok, TaskConfig(prompt_tokens=12, completion_tokens=4, n_prompts=50))
+    assert len(prompts) >= 4
+    for p in prompts:
+        body = p.ids[len(head):]
+        assert p.ids[: len(head)] == head and len(p.reference) == 4
+        whole = body + p.reference  # a contiguous slice of the file's own tokens
+        assert any(file_ids[i: i + len(whole)] == whole for i in range(len(file_ids)))
+        last = tok.decode(body[-1:])
+        assert "\n" in last and not last[last.rfind("\n") + 1:].strip()  # the prompt ends where a line begins
+        assert tok.decode(p.reference).strip()[:4] in ("def ", "self", "retu", "clas")

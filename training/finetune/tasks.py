@@ -45,26 +45,37 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
 
 
 def line_prompts(files: dict[str, str], tokenizer: Any, cfg: TaskConfig) -> list[Prompt]:
-    """Up to `n_prompts` prompts: a file header plus the last `prompt_tokens` tokens before a non-blank line
-    start, and the next `completion_tokens` tokens as reference; seeded sample over all files."""
-    cuts = []
+    """Up to `n_prompts` prompts: a file header plus the last `prompt_tokens` tokens before the start of a
+    non-blank, non-comment line, and the next `completion_tokens` tokens as reference; seeded sample over all files.
+
+    Prompts are cut between tokens of the file's own tokenization. Cutting the text at a newline and tokenizing
+    the halves apart would end every prompt in a lone newline token, where BPE tokenizers merge the newline with
+    the next line's indentation: the model would then expect a line at column 0, and its samples drift off-text.
+    """
+    cuts, encoded = [], {}
     for rel in sorted(files):
         text = files[rel]
-        pos = 0
-        for line in text.splitlines(keepends=True):
-            if pos > 0 and len(line.strip()) >= 4 and not line.lstrip().startswith("#"):
-                cuts.append((rel, pos))
-            pos += len(line)
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+        encoded[rel] = ids
+        for i in range(1, len(ids)):
+            piece = text[offsets[i - 1][0]: offsets[i - 1][1]]
+            nl = piece.rfind("\n")
+            if nl < 0 or piece[nl + 1:].strip():  # token i-1 must end a line (newline + indentation only)
+                continue
+            line_start = offsets[i - 1][0] + nl + 1
+            line_end = text.find("\n", line_start)
+            body = text[line_start: line_end if line_end >= 0 else len(text)].strip()
+            if len(body) >= 4 and not body.startswith("#"):
+                cuts.append((rel, i))
     random.Random(cfg.seed).shuffle(cuts)
     out = []
-    for rel, cut in cuts:
-        text = files[rel]
-        head = _ids(tokenizer, f"# file: {rel}\n")
-        before = _ids(tokenizer, text[max(0, cut - 8 * cfg.prompt_tokens): cut])[-cfg.prompt_tokens:]
-        after = _ids(tokenizer, text[cut: cut + 12 * cfg.completion_tokens])[: cfg.completion_tokens]
+    for rel, i in cuts:
+        ids = encoded[rel]
+        before, after = ids[max(0, i - cfg.prompt_tokens): i], ids[i: i + cfg.completion_tokens]
         if len(after) < cfg.completion_tokens or len(before) < 8:
             continue
-        out.append(Prompt(head + before, after, tokenizer.decode(after), rel))
+        out.append(Prompt(_ids(tokenizer, f"# file: {rel}\n") + before, after, tokenizer.decode(after), rel))
         if len(out) >= cfg.n_prompts:
             break
     return out
