@@ -38,5 +38,7 @@ def test_config_rejects_unknown_opd_forms_and_bad_focus():
         config_from_dict({"opd": {"form": "jsd"}})
     with pytest.raises(ValueError, match="opd.focus"):
         config_from_dict({"opd": {"focus": 0.0}})
+    with pytest.raises(ValueError, match="opd.focus_by"):
+        config_from_dict({"opd": {"focus_by": "entropy"}})
     with pytest.raises(ValueError, match="unknown OPDConfig keys"):
         config_from_dict({"opd": {"fokus": 0.5}})

@@ -253,6 +253,17 @@ def test_focused_opd_rollout_keeps_the_most_disputed_tokens(sharp_base, teacher_
     adv = (r.logp_teacher - r.logp_old).abs()
     assert adv[kept].min() >= adv[counted & ~kept].max()
 
+    cfg = _cfg(sharp_base, teacher_adapter, tmp_path / "certain", "opd", opd={"focus": 0.25, "focus_by": "certainty"})
+    env = Env(cfg, student, teacher, tok.eos_token_id, tok.eos_token_id, lambda ids: "")
+    r = collect(env, choose_prompts(cfg, task.prompts, 0), 0)
+    kept, counted = r.keep.bool() & r.mask.bool(), r.mask.bool()
+    with torch.no_grad():
+        ls = torch.log_softmax(env.student_logits(r.prompts, r.tokens), -1)
+        lt = torch.log_softmax(r.teacher_logits, -1)
+    drop = -(ls.exp() * ls).sum(-1) + (lt.exp() * lt).sum(-1)  # entropy of the student minus the teacher's
+    assert int(kept.sum()) == max(1, round(0.25 * int(counted.sum())))
+    assert drop[kept].min() >= drop[counted & ~kept].max() - 1e-5
+
 
 def test_next_token_training_lowers_the_loss_on_the_prompts_true_text(sharp_base, teacher_adapter, tmp_path):
     """train_text_loss is the loss on the true continuations of the training prompts: SFT on that text lowers it."""

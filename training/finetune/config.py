@@ -70,12 +70,17 @@ class OPDConfig:
     # share of completion tokens that carry gradient, chosen by credit: the tokens with the largest teacher/student
     # disagreement (|log p_T - log p_old| for the sampled form, the per-position reverse KL for full / top-k)
     focus: float = 1.0
+    # what "most disputed" means for `focus`: "disagreement" (above) or "certainty", the drop in entropy from the
+    # rollout policy to the teacher (H_old - H_T): positions where the context makes the teacher surer
+    focus_by: str = "disagreement"
     offpolicy_share: float = 0.0  # share of rollouts sampled by the teacher (truncated importance weights)
     is_cap: float = 2.0  # cap of per-token importance weights min(pi_old / pi_T, cap)
 
     def __post_init__(self) -> None:
         if self.form not in ("sampled", "full", "topk", "forward"):
             raise ValueError(f"opd.form must be sampled, full, topk or forward, not {self.form!r}")
+        if self.focus_by not in ("disagreement", "certainty"):
+            raise ValueError(f"opd.focus_by must be disagreement or certainty, not {self.focus_by!r}")
         if not 0.0 < self.focus <= 1.0:
             raise ValueError(f"opd.focus must be in (0, 1], not {self.focus}")
 

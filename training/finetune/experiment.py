@@ -37,6 +37,9 @@ ARMS: dict[str, dict[str, Any]] = {
     # credit-sparse: only the quarter of tokens where teacher and student disagree most carry gradient
     "opd_focus": {"method": "opd", "opd": {"focus": 0.25}},
     "opd_full_focus": {"method": "opd", "opd": {"form": "full", "focus": 0.25}},
+    # only the quarter of positions where the context makes the teacher most certain (largest entropy drop)
+    "opd_full_certain": {"method": "opd", "opd": {"form": "full", "focus": 0.25, "focus_by": "certainty"}},
+    "opd_certain": {"method": "opd", "opd": {"focus": 0.25, "focus_by": "certainty"}},
     # every rollout starts with 8 teacher tokens under forward KL (mass-covering), the rest on-policy
     "tropd_guided": {"method": "tropd", "tropd": {"guide_share": 1.0, "guide_tokens": 8}},
 }

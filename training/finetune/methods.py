@@ -117,10 +117,12 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
         r.keep = (torch.rand((n, t), generator=gen) < cfg.opd.token_keep).float() if cfg.opd.token_keep < 1 \
             else torch.ones((n, t))
         if cfg.method == "opd" and cfg.opd.focus < 1:
-            if cfg.opd.form == "sampled":
+            ls, lt = torch.log_softmax(old_logits, -1), torch.log_softmax(r.teacher_logits, -1)
+            if cfg.opd.focus_by == "certainty":
+                score = -(ls.exp() * ls).sum(-1) + (lt.exp() * lt).sum(-1)
+            elif cfg.opd.form == "sampled":
                 score = (r.logp_teacher - r.logp_old).abs()
             else:
-                ls, lt = torch.log_softmax(old_logits, -1), torch.log_softmax(r.teacher_logits, -1)
                 score = (ls.exp() * (ls - lt)).sum(-1)
             r.keep = r.keep * L.focus_mask(score, r.mask * r.keep, cfg.opd.focus)
         reward_fn = get_reward(cfg.rl.reward) if cfg.method == "rl" else chrf
