@@ -51,7 +51,7 @@ def opd_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_teacher: torch.Ten
 
 def focus_mask(score: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
     """1.0 on the `share` of masked tokens with the largest `score` over the batch (at least one), 0 elsewhere:
-    credit-sparse OPD keeps the tokens where teacher and student disagree most. Ties at the threshold are kept."""
+    credit-sparse OPD keeps only its highest-credit tokens. Ties at the threshold are kept."""
     valid = mask.bool()
     n = int(valid.sum())
     if n == 0 or share >= 1.0:

@@ -117,14 +117,7 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
         r.keep = (torch.rand((n, t), generator=gen) < cfg.opd.token_keep).float() if cfg.opd.token_keep < 1 \
             else torch.ones((n, t))
         if cfg.method == "opd" and cfg.opd.focus < 1:
-            ls, lt = torch.log_softmax(old_logits, -1), torch.log_softmax(r.teacher_logits, -1)
-            if cfg.opd.focus_by == "certainty":
-                score = -(ls.exp() * ls).sum(-1) + (lt.exp() * lt).sum(-1)
-            elif cfg.opd.form == "sampled":
-                score = (r.logp_teacher - r.logp_old).abs()
-            else:
-                score = (ls.exp() * (ls - lt)).sum(-1)
-            r.keep = r.keep * L.focus_mask(score, r.mask * r.keep, cfg.opd.focus)
+            r.keep = r.keep * L.focus_mask(_credit(cfg, r, old_logits), r.mask * r.keep, cfg.opd.focus)
         reward_fn = get_reward(cfg.rl.reward) if cfg.method == "rl" else chrf
         r.rewards = torch.tensor([reward_fn(txt, p.reference_text) for txt, p in zip(r.texts, prompts)])
         if cfg.method == "rl":
@@ -133,6 +126,17 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
                 ref = completion_logits(env.student.reference(), [p.ids for p in prompts], tokens, env.pad_id)
                 r.logp_ref = token_logps(ref, tokens)
     return r
+
+
+def _credit(cfg: FinetuneConfig, r: Rollout, old_logits: torch.Tensor) -> torch.Tensor:
+    """Per-token credit for credit-sparse OPD: the entropy drop H_old - H_T ("certainty"), else the disagreement:
+    abs(log p_T - log p_old) of the sampled token, or the per-position reverse KL for the full forms."""
+    if cfg.opd.focus_by == "disagreement" and cfg.opd.form == "sampled":
+        return (r.logp_teacher - r.logp_old).abs()
+    ls, lt = torch.log_softmax(old_logits, -1), torch.log_softmax(r.teacher_logits, -1)
+    if cfg.opd.focus_by == "certainty":
+        return -(ls.exp() * ls).sum(-1) + (lt.exp() * lt).sum(-1)
+    return (ls.exp() * (ls - lt)).sum(-1)
 
 
 def _guided(env: Env, prompts: list[Prompt], gen: torch.Generator):

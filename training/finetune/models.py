@@ -34,6 +34,7 @@ class Student:
         modules = dict(model.named_modules())
         # W0 of every target: the geometry report and full-weight deltas are measured against it.
         self.w0 = {t.path: modules[t.path].weight.detach().clone() for t in targets}
+        self._start: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None  # set by load_start
         if trainable == "lora":
             model.requires_grad_(False)
             self.lora: LoraParams | None = LoraParams(targets, rank, lora_alpha, seed)
@@ -73,8 +74,9 @@ class Student:
         LoRA; full-weight students have none here."""
         if self.lora is None:
             raise ValueError("a KL to the starting policy needs a LoRA student")
-        start = getattr(self, "_start", None)
-        return applied_lora(self.model, start, self.lora.scaling) if start else nullcontext(self.model)
+        if self._start is None:
+            return nullcontext(self.model)
+        return applied_lora(self.model, self._start, self.lora.scaling)
 
     def deltas(self) -> dict[str, torch.Tensor]:
         """dW per target: scaling * B @ A for a LoRA, W - W0 for full weights (detached, float32)."""
