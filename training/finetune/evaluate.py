@@ -5,6 +5,7 @@ on the same positions (teacher-forced on real text, so it is deterministic)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -19,43 +20,48 @@ def _ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(targets.shape)
 
 
+def _same_length_batches(lengths: list[int], batch: int) -> Iterator[list[int]]:
+    """Indices grouped by length (shortest first), `batch` at a time: stacked rows need no padding."""
+    by_len: dict[int, list[int]] = {}
+    for i, n in enumerate(lengths):
+        by_len.setdefault(n, []).append(i)
+    for _n, rows in sorted(by_len.items()):
+        for s in range(0, len(rows), batch):
+            yield rows[s: s + batch]
+
+
 @torch.no_grad()
 def heldout_metrics(student: Student, teacher: Teacher | None, task: TaskData, pad_id: int, batch: int = 4,
                     with_teacher_loss: bool = True) -> dict[str, Any]:
     """{eval_loss, eval_ident_loss, eval_rkl, teacher_loss, teacher_ident_loss, per_chunk_loss} over
     `task.eval_chunks`."""
     chunks = task.eval_chunks
-    by_len: dict[int, list[int]] = {}
-    for i, c in enumerate(chunks):
-        by_len.setdefault(len(c), []).append(i)
     per_chunk = [0.0] * len(chunks)
     tot = {"loss": 0.0, "n": 0, "ident": 0.0, "n_ident": 0, "rkl": 0.0, "teacher": 0.0, "teacher_ident": 0.0}
-    for _length, rows in sorted(by_len.items()):
-        for s in range(0, len(rows), batch):
-            idx = rows[s: s + batch]
-            ids = torch.tensor([chunks[i] for i in idx], dtype=torch.long)
-            comp = ids[:, 1:]
-            s_logits = completion_logits(student.active(), [[c[0]] for c in ids.tolist()], comp, pad_id)
-            ce = _ce(s_logits, comp)
-            for j, i in enumerate(idx):
-                per_chunk[i] = float(ce[j].mean())
-            tot["loss"] += float(ce.sum())
-            tot["n"] += ce.numel()
-            ident = None
-            if task.eval_ident:
-                ident = torch.tensor([task.eval_ident[i][1:] for i in idx], dtype=torch.bool)
-                tot["ident"] += float(ce[ident].sum())
-                tot["n_ident"] += int(ident.sum())
-            if teacher is not None:
-                t_logits = completion_logits(teacher.active(), [[c[0]] for c in ids.tolist()], comp, pad_id,
-                                             cache=teacher.context_cache())
-                ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
-                tot["rkl"] += float((ls.exp() * (ls - lt)).sum(-1).sum())
-                if with_teacher_loss:
-                    t_ce = _ce(t_logits, comp)
-                    tot["teacher"] += float(t_ce.sum())
-                    if ident is not None:
-                        tot["teacher_ident"] += float(t_ce[ident].sum())
+    for idx in _same_length_batches([len(c) for c in chunks], batch):
+        ids = torch.tensor([chunks[i] for i in idx], dtype=torch.long)
+        comp = ids[:, 1:]
+        s_logits = completion_logits(student.active(), [[c[0]] for c in ids.tolist()], comp, pad_id)
+        ce = _ce(s_logits, comp)
+        for j, i in enumerate(idx):
+            per_chunk[i] = float(ce[j].mean())
+        tot["loss"] += float(ce.sum())
+        tot["n"] += ce.numel()
+        ident = None
+        if task.eval_ident:
+            ident = torch.tensor([task.eval_ident[i][1:] for i in idx], dtype=torch.bool)
+            tot["ident"] += float(ce[ident].sum())
+            tot["n_ident"] += int(ident.sum())
+        if teacher is not None:
+            t_logits = completion_logits(teacher.active(), [[c[0]] for c in ids.tolist()], comp, pad_id,
+                                         cache=teacher.context_cache())
+            ls, lt = F.log_softmax(s_logits, -1), F.log_softmax(t_logits, -1)
+            tot["rkl"] += float((ls.exp() * (ls - lt)).sum(-1).sum())
+            if with_teacher_loss:
+                t_ce = _ce(t_logits, comp)
+                tot["teacher"] += float(t_ce.sum())
+                if ident is not None:
+                    tot["teacher_ident"] += float(t_ce[ident].sum())
     n = max(tot["n"], 1)
     out: dict[str, Any] = {"eval_loss": tot["loss"] / n, "per_chunk_loss": per_chunk}
     if tot["n_ident"]:
@@ -77,19 +83,15 @@ def prompt_text_metrics(student: Student, teacher: Teacher | None, task: TaskDat
     samples carries over to real text of the files they train on (before asking about held-out files)."""
     prompts = [p for p in task.prompts[:limit] if p.reference]
     tot = {"s": 0.0, "t": 0.0, "n": 0}
-    by_len: dict[int, list] = {}
-    for p in prompts:
-        by_len.setdefault(len(p.reference), []).append(p)
-    for group in by_len.values():
-        for s in range(0, len(group), batch):
-            ps = group[s: s + batch]
-            comp = torch.tensor([p.reference for p in ps], dtype=torch.long)
-            tot["s"] += float(_ce(completion_logits(student.active(), [p.ids for p in ps], comp, pad_id), comp).sum())
-            if teacher is not None and with_teacher_loss:
-                t_logits = completion_logits(teacher.active(), [p.ids for p in ps], comp, pad_id,
-                                             cache=teacher.context_cache())
-                tot["t"] += float(_ce(t_logits, comp).sum())
-            tot["n"] += comp.numel()
+    for idx in _same_length_batches([len(p.reference) for p in prompts], batch):
+        ps = [prompts[i] for i in idx]
+        comp = torch.tensor([p.reference for p in ps], dtype=torch.long)
+        tot["s"] += float(_ce(completion_logits(student.active(), [p.ids for p in ps], comp, pad_id), comp).sum())
+        if teacher is not None and with_teacher_loss:
+            t_logits = completion_logits(teacher.active(), [p.ids for p in ps], comp, pad_id,
+                                         cache=teacher.context_cache())
+            tot["t"] += float(_ce(t_logits, comp).sum())
+        tot["n"] += comp.numel()
     if not tot["n"]:
         return {}
     out = {"train_text_loss": tot["s"] / tot["n"]}

@@ -37,6 +37,7 @@ class TaskData:
     context_ids: list[int]
     eval_chunks: list[list[int]]
     eval_ident: list[list[bool]] = field(default_factory=list)
+    context_text: str = ""  # the full text `context_ids` was cut from (another budget: `context_ids(tok, text, n)`)
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -103,7 +104,8 @@ def texts_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData
     """A task from given texts (tests, toy tasks): prompts from `texts`, held-out chunks from `eval_texts`."""
     files = {f"text{i}.py": t for i, t in enumerate(cfg.texts)}
     return TaskData("texts", line_prompts(files, tokenizer, cfg), context_ids(tokenizer, cfg.context_text,
-                    context_budget), text_chunks(cfg.eval_texts or cfg.texts, tokenizer, cfg.seq_len, cfg.eval_chunks))
+                    context_budget), text_chunks(cfg.eval_texts or cfg.texts, tokenizer, cfg.seq_len, cfg.eval_chunks),
+                    context_text=cfg.context_text)
 
 
 def repo_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
@@ -124,7 +126,7 @@ def repo_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskData:
     ctx_files = {rel: files[rel].decode("utf-8", "replace") for rel in repo.context_files}
     return TaskData(
         name=root.name, prompts=line_prompts(ctx_files, tokenizer, cfg),
-        context_ids=context_ids(tokenizer, repo.render_text, context_budget),
+        context_ids=context_ids(tokenizer, repo.render_text, context_budget), context_text=repo.render_text,
         eval_chunks=[c.ids for c in repo.chunks], eval_ident=[c.ident for c in repo.chunks],
         info={"context_files": repo.context_files, "target_files": repo.target_files,
               "identifiers": len(repo.identifiers)})
@@ -149,7 +151,7 @@ def corpus_task(cfg: TaskConfig, tokenizer: Any, context_budget: int) -> TaskDat
     chunks = repo.chunks[: cfg.eval_chunks] if cfg.eval_chunks else repo.chunks
     return TaskData(
         name=repo.name, prompts=line_prompts(ctx_files, tokenizer, cfg),
-        context_ids=context_ids(tokenizer, repo.render_text, context_budget),
+        context_ids=context_ids(tokenizer, repo.render_text, context_budget), context_text=repo.render_text,
         eval_chunks=[c.ids for c in chunks], eval_ident=[c.ident for c in chunks],
         info={"context_files": repo.context_files, "target_files": repo.target_files,
               "identifiers": len(repo.identifiers), "split": repo.split})

@@ -19,12 +19,16 @@ from typing import Any
 from training.finetune.config import config_from_dict
 from training.finetune.evaluate import heldout_metrics
 from training.finetune.models import Teacher
-from training.finetune.tasks import build_task
+from training.finetune.tasks import context_ids
 from training.finetune.trainer import build_run
 
 
 def _other(loss: float, ident: float, n: int, n_ident: int) -> float:
     return (loss * n - ident * n_ident) / max(n - n_ident, 1)
+
+
+def _pair(a: float | None, b: float | None) -> str:
+    return "–" if a is None or b is None else f"{a:.3f} -> {b:.3f}"
 
 
 def teacher_gap(recipe: dict[str, Any], budgets: list[int]) -> list[dict[str, Any]]:
@@ -36,7 +40,7 @@ def teacher_gap(recipe: dict[str, Any], budgets: list[int]) -> list[dict[str, An
     n_ident = sum(sum(m[1:]) for m in task.eval_ident)  # eval_ident is empty for a 'texts' task
     rows = []
     for budget in budgets:
-        ctx = build_task(cfg.task, tok, budget).context_ids if budget else []
+        ctx = context_ids(tok, task.context_text, budget) if budget else []
         candidates = {"base": Teacher(student.model, ctx)}
         if cfg.student.init_adapter:
             candidates["starting student"] = Teacher.with_adapter(student.model, cfg.student.init_adapter, ctx)
@@ -74,12 +78,9 @@ def main(argv: list[str] | None = None) -> None:
     print("| teacher | context tokens | teacher loss | student − teacher | identifiers (student -> teacher) "
           "| other tokens (student -> teacher) |")
     print("|---|---|---|---|---|---|")
-    def pair(a: float | None, b: float | None) -> str:
-        return "–" if a is None or b is None else f"{a:.3f} -> {b:.3f}"
-
     for r in rows:
         print(f"| {r['teacher']} | {r['context_tokens']} | {r['teacher_loss']:.3f} | {r['gap']:+.3f} "
-              f"| {pair(r['student_ident'], r['teacher_ident'])} | {pair(r['student_other'], r['teacher_other'])} |")
+              f"| {_pair(r['student_ident'], r['teacher_ident'])} | {_pair(r['student_other'], r['teacher_other'])} |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=1) + "\n")
