@@ -280,3 +280,27 @@ def test_soft_targets_on_text_pull_the_student_to_the_teacher(sharp_base, teache
     train_from_config(cfg)
     evals = [r for r in _records(tmp_path / "kd") if "eval_rkl" in r]
     assert evals[-1]["eval_rkl"] < 0.8 * evals[0]["eval_rkl"]
+
+
+def test_device_must_be_cpu_or_cuda(sharp_base, teacher_adapter, tmp_path):
+    with pytest.raises(ValueError, match="device"):
+        _cfg(sharp_base, teacher_adapter, tmp_path / "x", "opd", device="tpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_run_without_cuda_fails_clearly(sharp_base, teacher_adapter, tmp_path):
+    cfg = _cfg(sharp_base, teacher_adapter, tmp_path / "cuda", "opd", steps=1, device="cuda")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        train_from_config(cfg)
+    assert torch.get_default_device().type == "cpu"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["opd", "tropd", "sft"])
+def test_cuda_run_trains_and_restores_the_default_device(sharp_base, teacher_adapter, tmp_path, method):
+    cfg = _cfg(sharp_base, teacher_adapter, tmp_path / method, method, steps=2, save_every=2, eval_every=2,
+               device="cuda")
+    last = train_from_config(cfg)
+    assert last["step"] == 2 and torch.isfinite(torch.tensor(last["loss"])) and "eval_loss" in last
+    assert (tmp_path / method / "adapter" / "adapter_model.safetensors").is_file()
+    assert torch.get_default_device().type == "cpu"

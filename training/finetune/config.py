@@ -149,10 +149,14 @@ class FinetuneConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    # "cpu" or a CUDA device ("cuda", "cuda:1"): models, LoRA, rollouts and metrics all live there
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, not {self.method!r}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

@@ -86,7 +86,7 @@ def choose_prompts(cfg: FinetuneConfig, prompts: list[Prompt], step: int) -> lis
 def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
     """Draw the step's completions for the configured method and score them (no gradient)."""
     cfg = env.cfg
-    gen = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
+    gen = torch.Generator(device=cfg.device).manual_seed(cfg.seed * 7_919 + step)
     t = cfg.task.completion_tokens
     n = len(prompts)
     written, offpolicy = _empty_flags(n, t)

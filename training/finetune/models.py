@@ -69,6 +69,15 @@ class Student:
         self.lora.load_adapter(adapter_dir)
         self._start = {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in self.lora.tensors().items()}
 
+    def to(self, device: str) -> None:
+        """Move the model, the LoRA (same Parameter objects) and the saved W0 / start tensors to `device`."""
+        self.model.to(device)
+        if self.lora is not None:
+            self.lora.to(device)
+        self.w0 = {p: w.to(device) for p, w in self.w0.items()}
+        if self._start is not None:
+            self._start = {p: (a.to(device), b.to(device)) for p, (a, b) in self._start.items()}
+
     def reference(self):
         """Context for the starting policy: the starting adapter if the run began from one, else the base without
         LoRA; full-weight students have none here."""
@@ -122,6 +131,13 @@ class Teacher:
         if self._cache is None and self.context_ids:
             self._cache = prefix_cache(self.active(), self.context_ids)
         return self._cache
+
+    def to(self, device: str) -> None:
+        """Move the model and the adapter to `device` (the context cache is built lazily, on the default device)."""
+        self.model.to(device)
+        if self.adapter is not None:
+            self.adapter = {p: (a.to(device), b.to(device)) for p, (a, b) in self.adapter.items()}
+        self._cache = None
 
     @classmethod
     def with_adapter(cls, model: nn.Module, adapter_dir: Path | str, context_ids: list[int] | None = None) -> Teacher:

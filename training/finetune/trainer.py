@@ -8,6 +8,8 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +54,24 @@ def build_run(cfg: FinetuneConfig) -> tuple[Student, Teacher, TaskData, Any]:
     teacher = Teacher.with_adapter(t_model, adapter, ctx) if adapter else Teacher(t_model, ctx)
     if not task.prompts:
         raise ValueError("the task produced no prompts")
+    if cfg.device != "cpu":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
+        student.to(cfg.device)
+        teacher.to(cfg.device)
     return student, teacher, task, tok
+
+
+@contextmanager
+def default_device(device: str) -> Iterator[None]:
+    """New tensors are created on `device` inside the block, so rollouts, masks and metrics live where the models
+    are and the loop's code needs no device arguments; the previous default comes back after."""
+    previous = torch.get_default_device()
+    torch.set_default_device(device)
+    try:
+        yield
+    finally:
+        torch.set_default_device(previous)
 
 
 def _pad_id(tok: Any) -> int:
@@ -86,7 +105,7 @@ class FinetuneTrainer:
         path = self.out / STATE
         if not path.is_file():
             return False
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=self.cfg.device)
         self.student.load_state(state["student"])
         self.opt.load_state_dict(state["opt"])
         self.step = int(state["step"])
@@ -225,6 +244,12 @@ def train_from_config(cfg: FinetuneConfig, resume: bool = True, stop_after: int 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     student, teacher, task, tok = build_run(cfg)
+    with default_device(cfg.device):
+        return _train(cfg, student, teacher, task, tok, resume, stop_after)
+
+
+def _train(cfg: FinetuneConfig, student: Student, teacher: Teacher, task: TaskData, tok: Any, resume: bool,
+           stop_after: int | None) -> dict[str, Any]:
     log.info("task %s: %d prompts, %d held-out chunks, teacher context %d tokens", task.name, len(task.prompts),
              len(task.eval_chunks), len(teacher.context_ids))
     return FinetuneTrainer(cfg, student, teacher, task, tok).run(resume=resume, stop_after=stop_after)
