@@ -42,6 +42,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "opd_certain": {"method": "opd", "opd": {"focus": 0.25, "focus_by": "certainty"}},
     # every rollout starts with 8 teacher tokens under forward KL (mass-covering), the rest on-policy
     "tropd_guided": {"method": "tropd", "tropd": {"guide_share": 1.0, "guide_tokens": 8}},
+    # a fifth of the recipe's learning rate
+    "tropd_slow": {"method": "tropd", "lr": 1e-4},
+    # short completions, more of them: rollouts stay close to the file's own text
+    "opd_short": {"method": "opd", "batch_size": 32, "task": {"completion_tokens": 4}},
+    # the teacher is the bare base model with the context (not the starting student with it)
+    "opd_base_teacher": {"method": "opd", "teacher": {"student_adapter": False}},
 }
 
 
@@ -89,23 +95,33 @@ def arm_configs(recipe: dict[str, Any], arms: list[str], out: Path, repo: str | 
     return paths
 
 
-def launch(paths: dict[str, Path], parallel: int, out: Path) -> dict[str, int]:
-    """Run the arms as niced subprocesses, `parallel` at a time; returns arm -> exit code."""
+def launch(paths: dict[str, Path], parallel: int, out: Path, deadline: float | None = None,
+           grace: float = 60.0) -> dict[str, int]:
+    """Run the arms as niced subprocesses, `parallel` at a time; returns name -> exit code. With `deadline` (a
+    time.time() value) nothing starts after it and what still runs `grace` seconds later is stopped (exit code
+    -9); names never started get no code."""
     pending, running, codes = list(paths.items()), {}, {}
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     while pending or running:
+        late = deadline is not None and time.time() > deadline
+        if late and pending:
+            print(f"deadline: {len(pending)} runs not started", flush=True)
+            pending = []
         while pending and len(running) < parallel:
-            arm, cfg = pending.pop(0)
-            log = open(out / f"{arm}.log", "w")
+            name, cfg = pending.pop(0)
+            log = open(out / f"{name.replace('/', '__')}.log", "w")
             cmd = ["nice", "-n", "10", sys.executable, "-m", "training.finetune.experiment", "--one", str(cfg)]
-            running[arm] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())
-        for arm, (proc, log, t0) in list(running.items()):
+            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, time.time())
+        for name, (proc, log, t0) in list(running.items()):
+            if proc.poll() is None and late and time.time() > deadline + grace:
+                proc.kill()
+                proc.wait()
             if proc.poll() is not None:
                 log.close()
-                codes[arm] = proc.returncode
-                print(f"{arm}: exit {proc.returncode} after {time.time() - t0:.0f}s", flush=True)
-                del running[arm]
-        time.sleep(2)
+                codes[name] = proc.returncode
+                print(f"{name}: exit {proc.returncode} after {time.time() - t0:.0f}s", flush=True)
+                del running[name]
+        time.sleep(1)
     return codes
 
 
