@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.finetune.sweep import aggregate, markdown, plan
+from training.finetune.sweep import aggregate, markdown, plan, plot
 
 
 def _fake_run(out: Path, split: str, repo: str, seed: int, arm: str, before: list[float], after: list[float],
@@ -21,6 +21,8 @@ def _fake_run(out: Path, split: str, repo: str, seed: int, arm: str, before: lis
             {"step": last_step or steps, "kind": "train+eval", "eval_loss": sum(after) / len(after),
              "per_chunk_loss": after, "eval_ident_loss": 2.9, "train_text_loss": 2.2}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    spikes = 2 if seed else 0
+    (run / "summary.json").write_text(json.dumps({"grad_norm": {"mean": 1.0 + seed, "max": 2.0, "spikes": spikes}}))
 
 
 def test_aggregate_pairs_each_run_with_its_own_start_and_skips_unfinished_runs(tmp_path):
@@ -38,8 +40,16 @@ def test_aggregate_pairs_each_run_with_its_own_start_and_skips_unfinished_runs(t
     assert opd["ident_change"] == pytest.approx(-0.1) and opd["train_text_change"] == pytest.approx(0.2)
     assert table["val"]["sft_text"]["change"][0] == pytest.approx(0.5)
     assert json.loads((tmp_path / "sweep_results.json").read_text())["test"]["opd"]["repos"] == 2
+    # mean change by step over the three finished runs: (-0.1 + 0.1 - 0.2) / 3 at step 4
+    assert [c[0] for c in opd["curve"]] == [0, 4] and opd["curve"][1][1] == pytest.approx(-0.2 / 3)
+    assert opd["curve"][1][2] == pytest.approx(-0.1) and opd["curve"][1][3] == 3
+    assert opd["stability"]["grad_norm_spikes"] == pytest.approx(2 / 3)
+    assert opd["stability"]["grad_norm_mean"] == pytest.approx(4 / 3)
     md = markdown(table)
     assert "| opd | 2 (3) | -0.100" in md and "**val**" in md
+    assert "| opd | 1.33 | 2.00 | 0.67 |" in md
+    plot(table, tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").stat().st_size > 1000
 
 
 def test_plan_runs_each_arm_on_every_repository_before_the_next_arm(tmp_path):

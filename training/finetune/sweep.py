@@ -22,6 +22,7 @@ from typing import Any
 from training.finetune.experiment import apply_sets, arm_configs, launch
 
 RESULTS = "sweep_results.json"
+STABILITY = ("grad_norm", "rkl", "rkl_full", "loss")  # summary.json series averaged per arm
 
 
 def split_repos(train_config: str, splits: list[str]) -> dict[str, list[str]]:
@@ -75,6 +76,13 @@ def _run_change(metrics: Path) -> dict[str, Any] | None:
         out["ident_change"] = last["eval_ident_loss"] - first["eval_ident_loss"]
     if "train_text_loss" in first and "train_text_loss" in last:
         out["train_text_change"] = last["train_text_loss"] - first["train_text_loss"]
+    out["curve"] = [(r["step"], r["eval_loss"] - first["eval_loss"],
+                     r.get("eval_ident_loss", 0.0) - first.get("eval_ident_loss", 0.0)) for r in evals]
+    summary = metrics.parent / "summary.json"
+    if summary.is_file():
+        sm = json.loads(summary.read_text())
+        out["stability"] = {f"{key}_{stat}": sm[key][stat] for key in STABILITY
+                            for stat in ("mean", "max", "spikes", "step_diff_std") if key in sm and stat in sm[key]}
     return out
 
 
@@ -87,7 +95,8 @@ def _boot_mean(values: list[float], n_boot: int = 2000, seed: int = 0) -> list[f
 def aggregate(out: Path) -> dict[str, Any]:
     """{split: {arm: {...}}}: per repository the mean change (seeds averaged), and over repositories the mean
     change with a bootstrap interval over repositories and one over all chunks, the share of repositories that
-    improved, and the mean identifier / training-text change. Writes sweep_results.json."""
+    improved, the mean identifier / training-text change, the mean change at every evaluated step, and the runs'
+    stability statistics (summary.json) averaged. Writes sweep_results.json."""
     runs: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
     for metrics in sorted(out.glob("*/*/s*/*/metrics.jsonl")):
         arm, seed_dir, repo, split = metrics.parent.name, metrics.parent.parent, metrics.parents[2].name, \
@@ -102,12 +111,23 @@ def aggregate(out: Path) -> dict[str, Any]:
             chunks = [c for xs in repos.values() for x in xs for c in x["per_chunk"]]
             ident = [x["ident_change"] for xs in repos.values() for x in xs if "ident_change" in x]
             text = [x["train_text_change"] for xs in repos.values() for x in xs if "train_text_change" in x]
+            stab = [x["stability"] for xs in repos.values() for x in xs if "stability" in x]
+            curve: dict[int, list[tuple[float, float]]] = {}
+            for xs in repos.values():
+                for x in xs:
+                    for step, d_all, d_ident in x["curve"]:
+                        curve.setdefault(step, []).append((d_all, d_ident))
             table.setdefault(split, {})[arm] = {
                 "repos": len(per_repo), "runs": sum(len(xs) for xs in repos.values()),
                 "change": _boot_mean(list(per_repo.values())), "change_chunks": _boot_mean(chunks),
                 "improved": sum(v < 0 for v in per_repo.values()),
                 "ident_change": sum(ident) / len(ident) if ident else None,
                 "train_text_change": sum(text) / len(text) if text else None,
+                # per evaluated step: mean change (all tokens, identifiers) over the runs that logged it
+                "curve": [[st, sum(v[0] for v in vs) / len(vs), sum(v[1] for v in vs) / len(vs), len(vs)]
+                          for st, vs in sorted(curve.items())],
+                "stability": {k: sum(d[k] for d in stab if k in d) / sum(k in d for d in stab)
+                              for k in sorted({k for d in stab for k in d})},
                 "per_repo": per_repo}
     (out / RESULTS).write_text(json.dumps(table, indent=1) + "\n")
     return table
@@ -128,23 +148,45 @@ def markdown(table: dict[str, Any]) -> str:
             lines.append(f"| {arm} | {r['repos']} ({r['runs']}) | {m:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
                          f"[{clo:+.3f}, {chi:+.3f}] | {r['improved']}/{r['repos']} | {ident} | {text} |")
         lines.append("")
+        lines += ["| arm | grad norm mean | grad norm max | grad-norm spikes | rKL (own samples) spikes | "
+                  "rKL (full, visited) spikes | rKL (full) step-to-step std | loss spikes |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for arm, r in sorted(arms.items()):
+            st = r.get("stability") or {}
+            cells = [st.get(k) for k in ("grad_norm_mean", "grad_norm_max", "grad_norm_spikes", "rkl_spikes",
+                                         "rkl_full_spikes", "rkl_full_step_diff_std", "loss_spikes")]
+            lines.append(f"| {arm} | " + " | ".join("–" if c is None else f"{c:.2f}" for c in cells) + " |")
+        lines.append("")
     return "\n".join(lines)
 
 
 def plot(table: dict[str, Any], path: Path) -> None:
-    """Per split, each arm's held-out change per repository (dots) and its mean with the repository interval."""
+    """Per split: each arm's held-out change per repository (dots) and its mean with the repository interval; below,
+    the mean change by training step (all tokens solid, identifier tokens dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(table), figsize=(6.5 * len(table), 4), squeeze=False)
+    all_arms = sorted({a for arms in table.values() for a in arms})
+    color = {a: f"C{i % 10}" for i, a in enumerate(all_arms)}  # one colour per arm in every panel
+    fig, axes = plt.subplots(2, len(table), figsize=(6.5 * len(table), 8), squeeze=False)
+    for ax, (split, arms) in zip(axes[1], table.items()):
+        for arm in sorted(arms):
+            c = arms[arm]["curve"]
+            ax.plot([p[0] for p in c], [p[1] for p in c], "o-", color=color[arm], label=f"{arm}: all tokens")
+            ax.plot([p[0] for p in c], [p[2] for p in c], "o--", color=color[arm], label=f"{arm}: identifiers")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel("mean held-out change (nats / token)")
+        ax.set_title(f"{split}: change against the starting adapter, by step", fontsize=10)
+        ax.legend(fontsize=7)
     for ax, (split, arms) in zip(axes[0], table.items()):
         names = sorted(arms, key=lambda a: arms[a]["change"][0])
         for i, arm in enumerate(names):
             r = arms[arm]
             vals = list(r["per_repo"].values())
-            ax.scatter([i] * len(vals), vals, s=12, alpha=0.6)
+            ax.scatter([i] * len(vals), vals, s=12, alpha=0.6, color=color[arm])
             m, lo, hi = r["change"]
             ax.errorbar([i + 0.15], [m], yerr=[[m - lo], [hi - m]], fmt="k_", capsize=4)
         ax.axhline(0, color="grey", lw=0.8)
