@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -86,12 +85,6 @@ def _run_change(metrics: Path) -> dict[str, Any] | None:
     return out
 
 
-def _boot_mean(values: list[float], n_boot: int = 2000, seed: int = 0) -> list[float]:
-    rng = random.Random(seed)
-    means = sorted(sum(rng.choice(values) for _ in values) / len(values) for _ in range(n_boot))
-    return [sum(values) / len(values), means[int(0.025 * n_boot)], means[int(0.975 * n_boot) - 1]]
-
-
 def aggregate(out: Path) -> dict[str, Any]:
     """{split: {arm: {...}}}: per repository the mean change (seeds averaged), and over repositories the mean
     change with a bootstrap interval over repositories and one over all chunks, the share of repositories that
@@ -104,6 +97,8 @@ def aggregate(out: Path) -> dict[str, Any]:
         res = _run_change(metrics)
         if res is not None:
             runs.setdefault(split, {}).setdefault(arm, {}).setdefault(repo, []).append({**res, "seed": seed_dir.name})
+    from training.finetune.evaluate import bootstrap_ci
+
     table: dict[str, Any] = {}
     for split, arms in runs.items():
         for arm, repos in arms.items():
@@ -119,7 +114,7 @@ def aggregate(out: Path) -> dict[str, Any]:
                         curve.setdefault(step, []).append((d_all, d_ident))
             table.setdefault(split, {})[arm] = {
                 "repos": len(per_repo), "runs": sum(len(xs) for xs in repos.values()),
-                "change": _boot_mean(list(per_repo.values())), "change_chunks": _boot_mean(chunks),
+                "change": list(bootstrap_ci(list(per_repo.values()))), "change_chunks": list(bootstrap_ci(chunks)),
                 "improved": sum(v < 0 for v in per_repo.values()),
                 "ident_change": sum(ident) / len(ident) if ident else None,
                 "train_text_change": sum(text) / len(text) if text else None,
