@@ -1,11 +1,17 @@
-import hashlib, sys
+"""sha256 over the tensors (name, dtype, bytes) of a model folder's safetensors: the same model on two machines."""
+
+import hashlib
+import sys
 from pathlib import Path
+
+import torch
 from safetensors import safe_open
-d = Path(sys.argv[1])
-h = hashlib.sha256()
-for f in sorted(d.glob("*.safetensors")):
-    with safe_open(str(f), framework="pt") as fh:
-        for k in sorted(fh.keys()):
-            t = fh.get_tensor(k)
-            h.update(k.encode()); h.update(str(t.dtype).encode()); h.update(t.contiguous().view(-1).view(__import__("torch").uint8).numpy().tobytes())
-print(h.hexdigest())
+
+digest = hashlib.sha256()
+for file in sorted(Path(sys.argv[1]).glob("*.safetensors")):
+    with safe_open(str(file), framework="pt") as fh:
+        for key in sorted(fh.keys()):
+            tensor = fh.get_tensor(key).contiguous()
+            digest.update(key.encode() + str(tensor.dtype).encode())
+            digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes())
+print(digest.hexdigest())

@@ -31,6 +31,8 @@ def build_run(cfg: FinetuneConfig) -> tuple[Student, Teacher, TaskData, Any]:
     """Load the student (base + LoRA or trainable weights), the teacher and the task from the config."""
     from hypernet.basemodel import load_base_model, load_tokenizer
 
+    if cfg.device != "cpu" and not torch.cuda.is_available():  # before minutes of loading, not after
+        raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tok = load_tokenizer(cfg.student.base_model)
     base = load_base_model(cfg.student.base_model)
@@ -55,8 +57,6 @@ def build_run(cfg: FinetuneConfig) -> tuple[Student, Teacher, TaskData, Any]:
     if not task.prompts:
         raise ValueError("the task produced no prompts")
     if cfg.device != "cpu":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
         student.to(cfg.device)
         teacher.to(cfg.device)
     return student, teacher, task, tok
@@ -244,12 +244,7 @@ def train_from_config(cfg: FinetuneConfig, resume: bool = True, stop_after: int 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     student, teacher, task, tok = build_run(cfg)
-    with default_device(cfg.device):
-        return _train(cfg, student, teacher, task, tok, resume, stop_after)
-
-
-def _train(cfg: FinetuneConfig, student: Student, teacher: Teacher, task: TaskData, tok: Any, resume: bool,
-           stop_after: int | None) -> dict[str, Any]:
     log.info("task %s: %d prompts, %d held-out chunks, teacher context %d tokens", task.name, len(task.prompts),
              len(task.eval_chunks), len(teacher.context_ids))
-    return FinetuneTrainer(cfg, student, teacher, task, tok).run(resume=resume, stop_after=stop_after)
+    with default_device(cfg.device):
+        return FinetuneTrainer(cfg, student, teacher, task, tok).run(resume=resume, stop_after=stop_after)
