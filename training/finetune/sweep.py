@@ -58,7 +58,8 @@ def plan(recipe: dict[str, Any], arms: list[str], repos: dict[str, list[str]], s
 
 
 def _run_change(metrics: Path) -> dict[str, Any] | None:
-    """Start and end held-out loss of one run (None unless it reached its last step's evaluation)."""
+    """One run's held-out change against its step-0 evaluation: per chunk, identifiers, training text, by step, and
+    its stability statistics (None unless it reached its last step's evaluation)."""
     from training.finetune.plots import read_metrics
 
     if not metrics.is_file():
@@ -69,8 +70,7 @@ def _run_change(metrics: Path) -> dict[str, Any] | None:
     if len(evals) < 2 or evals[-1]["step"] != cfg["steps"]:
         return None
     first, last = evals[0], evals[-1]
-    out = {"start": first["eval_loss"], "end": last["eval_loss"],
-           "per_chunk": [b - a for a, b in zip(first["per_chunk_loss"], last["per_chunk_loss"])]}
+    out: dict[str, Any] = {"per_chunk": [b - a for a, b in zip(first["per_chunk_loss"], last["per_chunk_loss"])]}
     if "eval_ident_loss" in first and "eval_ident_loss" in last:
         out["ident_change"] = last["eval_ident_loss"] - first["eval_ident_loss"]
     if "train_text_loss" in first and "train_text_loss" in last:
@@ -90,14 +90,14 @@ def aggregate(out: Path) -> dict[str, Any]:
     change with a bootstrap interval over repositories and one over all chunks, the share of repositories that
     improved, the mean identifier / training-text change, the mean change at every evaluated step, and the runs'
     stability statistics (summary.json) averaged. Writes sweep_results.json."""
+    from training.finetune.evaluate import bootstrap_ci
+
     runs: dict[str, dict[str, dict[str, list[dict[str, Any]]]]] = {}
-    for metrics in sorted(out.glob("*/*/s*/*/metrics.jsonl")):
-        arm, seed_dir, repo, split = metrics.parent.name, metrics.parent.parent, metrics.parents[2].name, \
-            metrics.parents[3].name
+    for metrics in sorted(out.glob("*/*/s*/*/metrics.jsonl")):  # <split>/<repo>/s<seed>/<arm>/metrics.jsonl
+        arm, repo, split = metrics.parent.name, metrics.parents[2].name, metrics.parents[3].name
         res = _run_change(metrics)
         if res is not None:
-            runs.setdefault(split, {}).setdefault(arm, {}).setdefault(repo, []).append({**res, "seed": seed_dir.name})
-    from training.finetune.evaluate import bootstrap_ci
+            runs.setdefault(split, {}).setdefault(arm, {}).setdefault(repo, []).append(res)
 
     table: dict[str, Any] = {}
     for split, arms in runs.items():
