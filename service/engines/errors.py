@@ -40,6 +40,13 @@ class InvalidGenerationRequest(EngineError):
     error_type = "invalid_request_error"
 
 
+class EngineStepFailed(EngineError):
+    """A model step failed for this request's rows (HTTP 500); other requests are not affected."""
+
+    status_code = 500
+    error_type = "internal_server_error"
+
+
 class EngineClosed(EngineUnavailable):
     """The engine was shut down while the request was queued or running."""
 

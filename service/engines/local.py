@@ -70,9 +70,50 @@ class LocalEngine:
         busy = lambda: {r.job.adapter_name for r in sched.rows}  # noqa: E731
         await asyncio.wrap_future(sched.call(lambda: sched.adapters.unload(adapter_id, busy())))
 
-    def _submit(self, request: GenerationRequest, stream: bool) -> tuple[Job, asyncio.Queue]:
-        if request.params.n < 1 or request.params.max_tokens < 1:
+    @property
+    def context_length(self) -> int:
+        """The model's context (prompt plus completion tokens)."""
+        return self._sched.max_positions
+
+    @property
+    def vocab_size(self) -> int:
+        """Token ids a prompt may contain: 0 .. vocab_size - 1."""
+        return self._sched.vocab_size
+
+    def _check(self, request: GenerationRequest) -> None:
+        """Raise InvalidGenerationRequest (HTTP 400) for a request the model cannot serve, before admission.
+
+        String prompts are tokenized here, once: the request then carries the token ids.
+        """
+        p = request.params
+        if p.n < 1 or p.max_tokens < 1:
             raise InvalidGenerationRequest("n and max_tokens must be >= 1")
+        if p.seed is not None and not -(2**63) <= p.seed < 2**63:
+            raise InvalidGenerationRequest("seed must be a 64-bit signed integer")
+        if p.max_tokens > self.context_length:
+            raise InvalidGenerationRequest(f"max_tokens is {p.max_tokens}; the model's context is "
+                                           f"{self.context_length} tokens")
+        if isinstance(request.prompt, str):
+            request.prompt = list(self.tokenizer(request.prompt,
+                                                 add_special_tokens=request.add_special_tokens).input_ids)
+        vocab = self.vocab_size
+        for t in request.prompt:
+            if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab:
+                raise InvalidGenerationRequest(f"prompt token id {t!r} is outside the vocabulary (0..{vocab - 1})")
+        if len(request.prompt) >= self.context_length:
+            raise InvalidGenerationRequest(f"prompt has {len(request.prompt)} tokens; the model's context is "
+                                           f"{self.context_length}")
+
+    async def validate(self, requests: Sequence[GenerationRequest]) -> None:
+        """Check every request before any is admitted (tokenizing off the event loop)."""
+        if any(isinstance(r.prompt, str) for r in requests):
+            await asyncio.to_thread(lambda: [self._check(r) for r in requests])
+        else:
+            for r in requests:
+                self._check(r)
+
+    def _submit(self, request: GenerationRequest, stream: bool) -> tuple[Job, asyncio.Queue]:
+        self._check(request)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         job = Job(request=request, stream=stream,
@@ -100,11 +141,23 @@ class LocalEngine:
                                 completion_tokens=job.completion_tokens)
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
-        """Run requests concurrently (they share decode steps) and return results in order."""
-        return list(await asyncio.gather(*(self._generate_one(r) for r in requests)))
+        """Run requests concurrently (they share decode steps) and return results in order.
+
+        Every request is checked first; if one fails (or the caller is cancelled) the others are cancelled
+        too, so no row keeps running for an answer nobody will read.
+        """
+        await self.validate(requests)
+        tasks = [asyncio.ensure_future(self._generate_one(r)) for r in requests]
+        try:
+            return list(await asyncio.gather(*tasks))
+        finally:
+            for t in tasks:
+                if not t.done():
+                    t.cancel()
 
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """Yield deltas as tokens arrive; closing the iterator cancels the request."""
+        await self.validate([request])
         await self.start()
         job, queue = self._submit(request, stream=True)
         finished = 0

@@ -11,7 +11,7 @@ def make_generator(seed: int | None) -> torch.Generator:
     if seed is None:
         gen.seed()
     else:
-        gen.manual_seed(seed)
+        gen.manual_seed(seed % 2**64)  # any int (seed + choice index, negative seeds) maps into torch's range
     return gen
 
 

@@ -18,7 +18,7 @@ from typing import Any, Callable
 import torch
 
 from .base import BASE_ADAPTER, GenerationRequest, StreamDelta, TokenLogprob
-from .errors import AdapterRejected, EngineClosed, InvalidGenerationRequest
+from .errors import AdapterRejected, EngineClosed, EngineError, EngineStepFailed, InvalidGenerationRequest
 from .kvbatch import BatchKV, tensors_to_cache
 from .lora_slots import LoraSlots
 from .lru import AdapterLRU
@@ -41,6 +41,7 @@ class Job:
     prompt_ids: list[int] = field(default_factory=list)
     remaining: int = 0
     cancelled: bool = False
+    failed: bool = False  # an error was sent to the sink (at most one)
     started: float = field(default_factory=time.perf_counter)
     completion_tokens: int = 0
 
@@ -76,6 +77,7 @@ class Scheduler:
         self.stats = stats
         cfg = model.config
         self.max_positions = int(getattr(cfg, "max_position_embeddings", 2048))
+        self.vocab_size = self._vocab_size(model)
         self.eos_ids = self._eos_ids(model, tokenizer)
         params = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
@@ -86,6 +88,12 @@ class Scheduler:
         self.cv = threading.Condition()
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name="engine-scheduler", daemon=True)
+
+    @staticmethod
+    def _vocab_size(model: Any) -> int:
+        emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+        size = getattr(emb, "num_embeddings", None) or getattr(model.config, "vocab_size", None)
+        return int(size) if size else 2**31
 
     @staticmethod
     def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -154,8 +162,10 @@ class Scheduler:
                 try:
                     self._step()
                 except Exception as exc:  # a broken step must not kill the thread silently
+                    # Prefill, decode and sampling isolate their own failures; this is the last resort
+                    # (e.g. the KV bookkeeping): it fails the running rows, never the queued requests.
                     log.exception("engine step failed")
-                    self._fail_all(exc)
+                    self._fail_running(exc)
         self._fail_all(EngineClosed("engine is shut down"))
 
     def _fail_all(self, exc: Exception) -> None:
@@ -166,14 +176,36 @@ class Scheduler:
             self.rows = []
         self.kv = BatchKV(self.kv.config)
         for job in jobs.values():
+            self._fail_job(job, exc)
+
+    def _fail_running(self, exc: Exception) -> None:
+        """Fail every running row (their shared KV cache is dropped); queued jobs stay queued."""
+        with self.cv:
+            jobs = {id(r.job): r.job for r in self.rows}
+            self.rows = []
+        self.kv = BatchKV(self.kv.config)
+        for job in jobs.values():
+            self._fail_job(job, exc)
+
+    @staticmethod
+    def _fail_job(job: Job, exc: Exception) -> None:
+        """End one job with an error (once); its rows leave the batch at the next retire."""
+        if job.failed:
+            return
+        job.failed = job.cancelled = True
+        if not isinstance(exc, EngineError):
+            exc = EngineStepFailed(f"generation failed ({type(exc).__name__}); other requests are unaffected")
+        try:
             job.sink(exc)
+        except Exception:  # the caller's loop is gone: nobody to tell
+            log.debug("could not deliver an error to request %s", job.request.request_id, exc_info=True)
 
     def _step(self) -> None:
         new_rows = self._admit()
         if new_rows:
-            self._prefill(new_rows)
+            self._prefill_isolated(new_rows)
         elif self.rows:
-            self._decode()
+            self._decode_guarded()
         self._retire()
 
     def _admit(self) -> list[Row]:
@@ -198,7 +230,11 @@ class Scheduler:
             self.waiting = deferred + self.waiting
         rows: list[Row] = []
         for job in admitted:
-            rows.extend(self._start_job(job))
+            try:
+                rows.extend(self._start_job(job))
+            except Exception as exc:  # a bad request fails alone, and is not lost (its caller is told)
+                log.warning("request %s refused at admission: %s", job.request.request_id, exc)
+                self._fail_job(job, exc)
         return rows
 
     def _adapter_ready(self, job: Job, busy: set[str]) -> bool:
@@ -227,9 +263,11 @@ class Scheduler:
         if not ids:
             ids = [next(iter(self.eos_ids))] if self.eos_ids else [0]
         if len(ids) >= self.max_positions:
-            job.sink(InvalidGenerationRequest(
-                f"prompt has {len(ids)} tokens; the model's context is {self.max_positions}"))
-            return []
+            raise InvalidGenerationRequest(
+                f"prompt has {len(ids)} tokens; the model's context is {self.max_positions}")
+        bad = next((t for t in ids if not isinstance(t, int) or not 0 <= t < self.vocab_size), None)
+        if bad is not None:
+            raise InvalidGenerationRequest(f"prompt token id {bad} is outside the vocabulary (0..{self.vocab_size - 1})")
         job.prompt_ids = ids
         p = req.params
         job.remaining = p.n
@@ -251,7 +289,28 @@ class Scheduler:
         new_cache = getattr(out, "cache", None)
         return out.logits[:, -1, :], new_cache if new_cache is not None else out.past_key_values
 
+    def _prefill_isolated(self, rows: list[Row]) -> None:
+        """Prefill new rows together; if that fails, prefill each request alone so only the bad one fails."""
+        try:
+            self._prefill(rows)
+            return
+        except Exception as exc:
+            jobs: dict[int, list[Row]] = {}
+            for r in rows:
+                jobs.setdefault(id(r.job), []).append(r)
+            if len(jobs) == 1:
+                log.warning("prefill failed for request %s: %r", rows[0].job.request.request_id, exc)
+                self._fail_job(rows[0].job, exc)
+                return
+        for group in jobs.values():
+            try:
+                self._prefill(group)
+            except Exception as exc:
+                log.warning("prefill failed for request %s: %r", group[0].job.request.request_id, exc)
+                self._fail_job(group[0].job, exc)
+
     def _prefill(self, rows: list[Row]) -> None:
+        """One forward pass over new rows; nothing is changed when it raises (the batch joins only after)."""
         length = max(len(r.job.prompt_ids) for r in rows)
         ids = torch.zeros((len(rows), length), dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -265,6 +324,13 @@ class Scheduler:
         self.kv.append(cache, mask)
         self.rows.extend(rows)
         self._consume(rows, logits)
+
+    def _decode_guarded(self) -> None:
+        try:
+            self._decode()
+        except Exception as exc:  # the rows of this step fail; queued requests are untouched
+            log.exception("decode step failed; failing its %d rows", len(self.rows))
+            self._fail_running(exc)
 
     def _decode(self) -> None:
         ids = torch.tensor([[r.last_token] for r in self.rows], dtype=torch.long)
@@ -281,35 +347,42 @@ class Scheduler:
         for r, row_logits in zip(rows, logits):
             if r.done or r.job.cancelled:
                 continue
-            p = r.job.request.params
-            tok = sample_token(row_logits, p.temperature, p.top_p, r.gen)
-            r.generated += 1
-            r.job.completion_tokens += 1
-            new_lp: list[TokenLogprob] = []
+            try:
+                self._consume_row(r, row_logits)
+            except Exception as exc:  # sampling or decoding one row failed: that request alone fails
+                log.warning("sampling failed for request %s: %r", r.job.request.request_id, exc)
+                self._fail_job(r.job, exc)
+
+    def _consume_row(self, r: Row, row_logits: torch.Tensor) -> None:
+        p = r.job.request.params
+        tok = sample_token(row_logits, p.temperature, p.top_p, r.gen)
+        r.generated += 1
+        r.job.completion_tokens += 1
+        new_lp: list[TokenLogprob] = []
+        if r.logprobs is not None:
+            chosen, top = token_logprobs(row_logits, tok, p.logprobs or 0)
+            new_lp.append(TokenLogprob(
+                token=self.tokenizer.decode([tok]), token_id=tok, logprob=chosen,
+                top_logprobs={self.tokenizer.decode([i]): lp for i, lp in top}))
+        finish = None
+        if tok in self.eos_ids and not p.ignore_eos:
+            finish = "stop"
+            new_lp = []
+        else:
             if r.logprobs is not None:
-                chosen, top = token_logprobs(row_logits, tok, p.logprobs or 0)
-                new_lp.append(TokenLogprob(
-                    token=self.tokenizer.decode([tok]), token_id=tok, logprob=chosen,
-                    top_logprobs={self.tokenizer.decode([i]): lp for i, lp in top}))
-            finish = None
-            if tok in self.eos_ids and not p.ignore_eos:
+                r.logprobs.extend(new_lp)
+            if r.text.add(tok):
                 finish = "stop"
-                new_lp = []
-            else:
-                if r.logprobs is not None:
-                    r.logprobs.extend(new_lp)
-                if r.text.add(tok):
-                    finish = "stop"
-                elif r.generated >= p.max_tokens or r.n_ctx + 1 >= self.max_positions:
-                    finish = "length"
-            r.last_token = tok
-            if finish:
-                self._finish(r, finish, new_lp)
-            elif r.job.stream:
-                text = r.text.delta()
-                if text or new_lp:
-                    r.job.sink(StreamDelta(index=r.index, text=text, token_ids=[tok],
-                                           logprobs=new_lp or None))
+            elif r.generated >= p.max_tokens or r.n_ctx + 1 >= self.max_positions:
+                finish = "length"
+        r.last_token = tok
+        if finish:
+            self._finish(r, finish, new_lp)
+        elif r.job.stream:
+            text = r.text.delta()
+            if text or new_lp:
+                r.job.sink(StreamDelta(index=r.index, text=text, token_ids=[tok],
+                                       logprobs=new_lp or None))
 
     def _finish(self, r: Row, reason: str, last_logprobs: list[TokenLogprob]) -> None:
         r.done = True

@@ -58,7 +58,7 @@ class _SamplingFields(OpenAIModel):
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**63 - 1)  # 64-bit, as vLLM and OpenAI
     user: str | None = None
 
     @field_validator("stop")

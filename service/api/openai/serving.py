@@ -66,6 +66,13 @@ def sampling_params(request: CompletionRequest | ChatCompletionRequest) -> Sampl
                           stop=list(request.stop or []), n=request.n, seed=request.seed, logprobs=logprobs)
 
 
+async def validate(engine: Engine, requests: list[GenerationRequest]) -> None:
+    """Let the engine refuse invalid input (token ids past its vocabulary, ...) before anything is admitted."""
+    check = getattr(engine, "validate", None)
+    if check is not None:
+        await check(requests)
+
+
 def _prompts(prompt: Any) -> list[str | list[int]]:
     if isinstance(prompt, str):
         return [prompt]
@@ -181,6 +188,7 @@ async def create_completion(request: CompletionRequest, engine: Engine, adapter:
     params = sampling_params(request)
     prompts = _prompts(request.prompt)
     reqs = [GenerationRequest(prompt=p, params=params, adapter=adapter) for p in prompts]
+    await validate(engine, reqs)
     name = model_name or request.model
     want_top = bool(request.logprobs)
     if not request.stream:
@@ -227,7 +235,11 @@ async def create_chat_completion(request: ChatCompletionRequest, engine: Engine,
     tokenizer = tokenizer if tokenizer is not None else getattr(engine, "tokenizer", None)
     prompt = render_chat(request, tokenizer)
     params = sampling_params(request)
+    context = getattr(engine, "context_length", None)
+    if context and request.max_completion_tokens is None and request.max_tokens is None:
+        params.max_tokens = min(params.max_tokens, context)  # the default, not a request: never a 400
     req = GenerationRequest(prompt=prompt, params=params, adapter=adapter, add_special_tokens=False)
+    await validate(engine, [req])
     name = model_name or request.model
     if not request.stream:
         (result,) = await engine.generate([req])
