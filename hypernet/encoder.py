@@ -114,26 +114,44 @@ def shared_sentence_encoder(path: Path | None = None, device: str = "cpu") -> Se
     return SentenceEncoder.load(path, device=device)
 
 
+TOKEN_SOURCES = ("embeddings", "hidden", "hidden_embed")
+
+
 class TokenEncoder:
-    """The frozen base model's view of the API text: input embeddings (cheap) or hidden states of one layer."""
+    """The frozen base model's view of the API text.
+
+    Sources: ``embeddings`` (input embeddings: cheap, but a position-free bag), ``hidden`` (hidden states after
+    the first `layers` decoder layers, or the last layer when `layers` is 0) and ``hidden_embed`` (those hidden
+    states and the input embedding side by side, [T, 2*hidden]). Hidden states are read in independent chunks
+    of `chunk` tokens (as Doc-to-LoRA reads long documents), so a long context costs linear, not quadratic,
+    time; inside a chunk a multi-token identifier keeps its order, which a bag of embeddings cannot.
+    """
 
     def __init__(self, tokenizer: "PreTrainedTokenizerBase", embeddings: torch.Tensor | None = None,
                  model: "PreTrainedModel | None" = None, *, source: str = "embeddings", layer: int = -1,
-                 max_tokens: int = 2048) -> None:
+                 max_tokens: int = 2048, layers: int = 0, chunk: int = 0) -> None:
+        if source not in TOKEN_SOURCES:
+            raise EncoderError(f"unknown token source {source!r}")
         if source == "embeddings" and embeddings is None and model is not None:
             embeddings = model.get_input_embeddings().weight
         if source == "embeddings" and embeddings is None:
             raise EncoderError("token source 'embeddings' needs the embedding matrix or the model")
-        if source == "hidden" and model is None:
-            raise EncoderError("token source 'hidden' needs the base model")
-        if source not in ("embeddings", "hidden"):
-            raise EncoderError(f"unknown token source {source!r}")
+        if source != "embeddings" and model is None:
+            raise EncoderError(f"token source {source!r} needs the base model")
         self.tokenizer = tokenizer
         self.embeddings = None if embeddings is None else embeddings.detach()
         self.model = model
         self.source = source
         self.layer = layer
         self.max_tokens = max_tokens
+        self.layers = layers
+        self.chunk = chunk
+
+    @property
+    def width(self) -> int:
+        """Width of one token vector."""
+        hidden = self.embeddings.shape[1] if self.embeddings is not None else int(self.model.config.hidden_size)
+        return 2 * hidden if self.source == "hidden_embed" else hidden
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` under the base tokenizer (the budget unit for `RepoContext.render`)."""
@@ -146,16 +164,43 @@ class TokenEncoder:
 
     @torch.inference_mode()
     def encode(self, text: str) -> torch.Tensor:
-        """[T, hidden] float32 token vectors; one zero row for an empty text so attention has a key."""
-        ids = self.token_ids(text)
-        width = self.embeddings.shape[1] if self.embeddings is not None else self.model.config.hidden_size
+        """[T, width] float32 token vectors; one zero row for an empty text so attention has a key."""
+        return self.encode_ids(self.token_ids(text))
+
+    @torch.inference_mode()
+    def encode_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """`encode` for token ids that are already known."""
         if ids.numel() == 0:
-            return torch.zeros(1, width)
+            return torch.zeros(1, self.width)
         if self.source == "embeddings":
             return self.embeddings[ids].float()
+        hidden = self._hidden(ids)
+        if self.source == "hidden":
+            return hidden
+        emb = self.model.get_input_embeddings().weight[ids.to(self.model.device)].float().cpu()
+        return torch.cat([hidden, emb], dim=-1)
+
+    def _hidden(self, ids: torch.Tensor) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        states = self.model(input_ids=ids[None].to(device), output_hidden_states=True).hidden_states
-        return states[self.layer][0].float().cpu()
+        if self.layers <= 0:  # the whole model (the original "hidden" source)
+            return self._chunked(ids, lambda x: self.model(input_ids=x, output_hidden_states=True)
+                                 .hidden_states[self.layer].float())
+        from hypernet.split import SplitLM
+
+        split = SplitLM(self.model, self.layers)
+        return self._chunked(ids, split.bottom, device)
+
+    def _chunked(self, ids: torch.Tensor, run: Any, device: Any = None) -> torch.Tensor:
+        """Run `run` over chunks of `chunk` tokens, batched; the short last chunk is right-padded, which a
+        causal model never lets reach the real tokens."""
+        device = device or next(self.model.parameters()).device
+        size = self.chunk if self.chunk > 0 else ids.numel()
+        n = ids.numel()
+        rows = (n + size - 1) // size
+        padded = torch.zeros(rows * size, dtype=torch.long)
+        padded[:n] = ids
+        out = run(padded.view(rows, size).to(device)).float().cpu()
+        return out.reshape(rows * size, -1)[:n]
 
 
 class ContextEncoder:

@@ -99,8 +99,11 @@ def _build_encoder(config: HypernetConfig, model_dir: Path, device: str, sentenc
     tokens = None
     if config.use_tokens:
         tokenizer = load_tokenizer(model_dir)
-        if config.token_source == "hidden":
-            tokens = TokenEncoder(tokenizer, model=load_base_model(model_dir, device=device), source="hidden")
+        if config.token_source in ("hidden", "hidden_embed"):
+            budget = int(config.extra.get("token_budget", 2048))
+            tokens = TokenEncoder(tokenizer, model=load_base_model(model_dir, device=device),
+                                  source=config.token_source, layers=config.token_layers, chunk=config.token_chunk,
+                                  max_tokens=budget)
         else:
             tokens = TokenEncoder(tokenizer, embeddings=load_input_embeddings(model_dir).to(device))
     return ContextEncoder(sentence, tokens)

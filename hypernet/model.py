@@ -53,10 +53,13 @@ class HypernetConfig:
     use_sentence: bool = False
     sentence_dim: int = SENTENCE_DIM
     use_tokens: bool = True
-    token_source: str = "embeddings"  # or "hidden": the base model's last hidden states
+    token_source: str = "embeddings"  # "hidden": hidden states; "hidden_embed": hidden states + embeddings
     context_atoms: bool = True
     n_context_atoms: int = 4
     extra: dict[str, Any] = field(default_factory=dict)
+    # v2 (sequence-aware reading): the base model's first `token_layers` layers over `token_chunk`-token chunks.
+    token_layers: int = 0
+    token_chunk: int = 0
 
     @classmethod
     def for_base(cls, base_config: Any, targets: "list[TargetModule]", **overrides: Any) -> "HypernetConfig":
@@ -71,8 +74,13 @@ class HypernetConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict."""
-        return asdict(self)
+        """Plain JSON-able dict; fields added after v1 are left out at their defaults, so a v1 checkpoint's
+        canonical config (and with it its content hash and version id) does not change."""
+        out = asdict(self)
+        for key, default in _V2_DEFAULTS.items():
+            if out.get(key) == default:
+                out.pop(key)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HypernetConfig":
@@ -83,6 +91,11 @@ class HypernetConfig:
     def scaling(self) -> float:
         """LoRA scale alpha / r, as PEFT applies it."""
         return self.lora_alpha / self.rank
+
+    @property
+    def token_dim(self) -> int:
+        """Width of one context token vector (the encoder's `TokenEncoder.width`)."""
+        return 2 * self.hidden_size if self.token_source == "hidden_embed" else self.hidden_size
 
     @property
     def module_types(self) -> list[str]:
@@ -119,8 +132,8 @@ class Code2LoRAHypernet(nn.Module):
                 nn.LayerNorm(2 * c.sentence_dim), nn.Linear(2 * c.sentence_dim, d), nn.GELU(), nn.Linear(d, d)
             )
         if c.use_tokens:
-            self.token_norm = nn.LayerNorm(c.hidden_size)
-            self.token_proj = nn.Linear(c.hidden_size, d)
+            self.token_norm = nn.LayerNorm(c.token_dim)
+            self.token_proj = nn.Linear(c.token_dim, d)
             self.query_norm = nn.LayerNorm(d)
             self.cross_attn = nn.MultiheadAttention(d, c.n_heads, batch_first=True)
         self.use_context_atoms = c.use_tokens and c.context_atoms
@@ -128,7 +141,7 @@ class Code2LoRAHypernet(nn.Module):
         self._n_ctx = n_ctx
         if self.use_context_atoms:
             self.atom_query = nn.Linear(d, n_ctx * c.atom_key_dim)
-            self.atom_key = nn.Linear(c.hidden_size, c.atom_key_dim)
+            self.atom_key = nn.Linear(c.token_dim, c.atom_key_dim)
         self.mlp = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
         self.out_norm = nn.LayerNorm(d)
         # Extra coefficient columns per rank row drive the context atoms (ignored off the residual side).
@@ -217,7 +230,10 @@ class Code2LoRAHypernet(nn.Module):
         if bias is not None:
             scores = scores + bias[:, None, :]
         weights = torch.nan_to_num(scores.softmax(-1))  # an all-padding row gives zeros, not NaN
-        return (weights @ F.normalize(tokens.float(), dim=-1)).view(b, n, self._n_ctx, -1)
+        # Atoms live in the residual stream's embedding directions: with "hidden_embed" the keys read the
+        # contextual hidden half, the values are the tokens' own input embeddings (the second half).
+        values = tokens[..., self.config.hidden_size :] if self.config.token_source == "hidden_embed" else tokens
+        return (weights @ F.normalize(values.float(), dim=-1)).view(b, n, self._n_ctx, -1)
 
     @torch.no_grad()
     def generate(
@@ -225,11 +241,11 @@ class Code2LoRAHypernet(nn.Module):
     ) -> "LoraTensors":
         """One adapter for one context (unbatched inputs: pooled [2*384], tokens [T, hidden]).
 
-        Token vectors carry no position, so identical rows (repeated tokens) are merged into one with a log-count
-        bias: the same attention, a fraction of the work for a 2,048-token API text.
+        Input-embedding token vectors carry no position, so identical rows (repeated tokens) are merged into one
+        with a log-count bias: the same attention, a fraction of the work for a 2,048-token API text.
         """
         log_count = None
-        if tokens is not None and self.config.use_tokens:
+        if tokens is not None and self.config.use_tokens and self.config.token_source == "embeddings":
             tokens, counts = torch.unique(tokens.float(), dim=0, return_counts=True)
             log_count = counts.float().log().unsqueeze(0)
         out = self(
@@ -238,6 +254,9 @@ class Code2LoRAHypernet(nn.Module):
             token_log_count=log_count,
         )
         return {path: (a[0], b[0]) for path, (a, b) in out.items()}
+
+
+_V2_DEFAULTS: dict[str, Any] = {"token_layers": 0, "token_chunk": 0}
 
 
 def _unit_rows(rows: int, cols: int) -> torch.Tensor:
