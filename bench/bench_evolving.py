@@ -83,7 +83,7 @@ def main() -> None:
     settings = Settings(_env_file=None, data_dir=tmp / "data", allow_local_repos=True, engine="none",
                         json_logs=False, **({"hypernet_checkpoint": args.checkpoint} if args.checkpoint else {}))
     rows = []
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:  # a loopback peer
         def wait(job_id: str) -> None:
             while (job := client.get(f"/jobs/{job_id}").json())["status"] not in ("succeeded", "failed"):
                 time.sleep(0.05)

@@ -71,7 +71,7 @@ def main() -> None:
                         json_logs=False)
     small, big = make_repo(tmp / "small", 200), make_repo(tmp / "big", 1000)
     rows: list[tuple[str, float]] = []
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings), client=("127.0.0.1", 50000)) as client:  # a loopback peer
         # warm the generator and engine so the numbers are per-repository costs, not process start-up
         warm = client.post("/repos", json={"url": str(make_repo(tmp / "warm", 5))}).json()
         wait(client, warm["job"]["id"])

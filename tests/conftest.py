@@ -16,6 +16,7 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+LOOPBACK_CLIENT = ("127.0.0.1", 50000)  # TestClient's peer address (its default, "testclient", is not loopback)
 PG_URL = os.environ.get("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
 
@@ -169,7 +170,8 @@ def client_for(make_settings):  # type: ignore[no-untyped-def]
     clients: list[TestClient] = []
 
     def _start(bearer: str | None = None, **overrides: object) -> TestClient:
-        c = TestClient(create_app(make_settings(**overrides)))
+        # a loopback peer: without API keys only loopback clients reach /v1, /repos and /jobs
+        c = TestClient(create_app(make_settings(**overrides)), client=LOOPBACK_CLIENT)
         if bearer is not None:  # an API key every request of this client sends
             c.headers["Authorization"] = f"Bearer {bearer}"
         c.__enter__()

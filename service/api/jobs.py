@@ -10,7 +10,7 @@ from service.api.deps import get_session
 from service.api.schemas import JobOut
 from service.db.models import Job
 
-# Same rule as /v1: API keys when configured; without keys only a loopback-bound service is open.
+# Same rule as /v1: API keys when configured; without keys only direct loopback clients (service.api.auth).
 router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_api_key)])
 
 

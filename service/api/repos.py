@@ -16,7 +16,7 @@ from service.db.models import Repository
 from service.gitops import RepoURLError
 from service.state import ServiceState
 
-# Same rule as /v1: API keys when configured; without keys only a loopback-bound service is open.
+# Same rule as /v1: API keys when configured; without keys only direct loopback clients (service.api.auth).
 router = APIRouter(prefix="/repos", tags=["repositories"], dependencies=[Depends(require_api_key)])
 
 

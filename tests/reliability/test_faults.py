@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from tests.conftest import make_git_repo, wait_job
+from tests.conftest import LOOPBACK_CLIENT, make_git_repo, wait_job
 
 COMPLETION = {"prompt": "def ", "max_tokens": 4, "temperature": 0}
 
@@ -36,7 +36,7 @@ def start_app(make_settings, service_checkpoint: Path):  # type: ignore[no-untyp
     def _start(**overrides: object) -> TestClient:
         fields = dict(engine="local", hypernet_checkpoint=service_checkpoint)
         fields.update(overrides)
-        c = TestClient(create_app(make_settings(**fields)), raise_server_exceptions=False)
+        c = TestClient(create_app(make_settings(**fields)), raise_server_exceptions=False, client=LOOPBACK_CLIENT)
         c.__enter__()
         clients.append(c)
         return c

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_git_repo, wait_job
+from tests.conftest import LOOPBACK_CLIENT, make_git_repo, wait_job
 
 API_KEY = "fuzz-key-0123456789"
 MAX_EXAMPLES = 6
@@ -46,7 +46,7 @@ def _app(make_settings, tmp_path: Path, service_checkpoint: Path):  # type: igno
 def fuzz_app(make_settings, tmp_path: Path, service_checkpoint: Path, sample_repo: Path):  # type: ignore[no-untyped-def]
     """A started app with one ingested repository (so ids and names resolve)."""
     app = _app(make_settings, tmp_path, service_checkpoint)
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, client=LOOPBACK_CLIENT)
     client.__enter__()
     try:
         state = app.state.c2l

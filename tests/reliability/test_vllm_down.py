@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_git_repo, wait_job
+from tests.conftest import LOOPBACK_CLIENT, make_git_repo, wait_job
 from tests.reliability.conftest import _wait_port, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,7 @@ class Proc:
 def _client(make_settings, **fields) -> TestClient:  # type: ignore[no-untyped-def]
     from service.api.app import create_app
 
-    c = TestClient(create_app(make_settings(**fields)), raise_server_exceptions=False)
+    c = TestClient(create_app(make_settings(**fields)), raise_server_exceptions=False, client=LOOPBACK_CLIENT)
     c.__enter__()
     return c
 

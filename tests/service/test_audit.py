@@ -19,6 +19,6 @@ def test_mutations_are_audited(client, sample_repo) -> None:  # type: ignore[no-
     client.post("/webhooks/github", content=b"{}", headers={"X-GitHub-Event": "ping"})
     events = _events(client)
     assert [(e.method, e.path, e.status) for e in events] == [("POST", "/repos", 422), ("POST", "/repos", 202)]
-    assert events[0].actor == "ip:testclient"
+    assert events[0].actor == "ip:127.0.0.1"
     assert events[1].actor.startswith("key:") and "k1" not in events[1].actor
     assert events[1].request_id == created.headers["x-request-id"]
