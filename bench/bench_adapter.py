@@ -27,6 +27,9 @@ CONFIGS = {
     "tokens": {"use_sentence": False, "use_tokens": True},
     "sentence": {"use_sentence": True, "use_tokens": False},
     "both": {"use_sentence": True, "use_tokens": True},
+    # hypernetwork v2: the base model's first 8 layers over the 2,048-token context in 512-token chunks
+    "v2": {"use_sentence": False, "use_tokens": True, "token_source": "hidden_embed", "token_layers": 8,
+           "token_chunk": 512},
 }
 
 
