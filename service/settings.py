@@ -49,7 +49,12 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(2 * 1024 * 1024, gt=0, description="Request body limit (413 above it).")
     rate_limit_per_s: float = Field(0.0, ge=0, description="Per-client request rate on /v1 (0 = no limit).")
     rate_limit_burst: int = Field(20, ge=1, description="Burst size of the per-client rate limit.")
-    max_inflight_completions: int = Field(64, ge=1, description="Completions in flight before 503 + Retry-After.")
+    max_inflight_completions: int = Field(64, ge=1, description="Completion rows (prompts x n, all requests) in "
+                                          "flight before 503 + Retry-After; one request over it alone: 400.")
+    # Bounds on the work of one request (issue 21): errors in OpenAI's shape, 400 over a bound, 503 over the load.
+    max_prompts_per_request: int = Field(32, ge=1, description="Prompts in one /v1/completions request.")
+    max_inflight_tokens: int = Field(65536, ge=1, description="Requested completion tokens (rows x max_tokens) in "
+                                     "flight before 503 + Retry-After; one request over it alone: 400.")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; empty = CORS closed.")
 
     api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")

@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.add_middleware(RequestContextMiddleware)
     app.state.rate_buckets = (TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
                               if settings.rate_limit_per_s > 0 else None)
-    app.state.inflight = InflightLimiter(settings.max_inflight_completions)
+    app.state.inflight = InflightLimiter(settings.max_inflight_completions, settings.max_inflight_tokens)
     app.include_router(health.router)
     app.include_router(repos.router)
     app.include_router(jobs.router)

@@ -89,19 +89,25 @@ def rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> No
 
 
 class InflightLimiter:
-    """At most `limit` completions in flight; beyond it, 503 with Retry-After instead of queueing forever."""
+    """Completion work in flight: at most `limit` rows (prompts x n) and `token_limit` requested completion
+    tokens (rows x max_tokens); beyond either, 503 with Retry-After instead of queueing forever."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, token_limit: int | None = None) -> None:
         self.limit, self.active = limit, 0
+        self.token_limit, self.tokens = token_limit, 0
         self._lock = threading.Lock()
 
-    def try_enter(self) -> bool:
+    def try_enter(self, rows: int = 1, tokens: int = 0) -> bool:
         with self._lock:
-            if self.active >= self.limit:
+            if self.active + rows > self.limit:
                 return False
-            self.active += 1
+            if self.token_limit is not None and self.tokens + tokens > self.token_limit:
+                return False
+            self.active += rows
+            self.tokens += tokens
             return True
 
-    def leave(self) -> None:
+    def leave(self, rows: int = 1, tokens: int = 0) -> None:
         with self._lock:
-            self.active = max(0, self.active - 1)
+            self.active = max(0, self.active - rows)
+            self.tokens = max(0, self.tokens - tokens)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from service.api.auth import require_api_key
@@ -20,6 +22,8 @@ from service.engines.errors import EngineError
 from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
 from service.serving import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 from service.state import ServiceState
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_api_key), Depends(rate_limit)])
 
@@ -45,24 +49,91 @@ def _resolve(state: ServiceState, model: str) -> Resolved | JSONResponse:
                                 headers={"Retry-After": "5"})
 
 
+def _work(state: ServiceState, limiter: Any, request: CompletionRequest | ChatCompletionRequest,
+          chat: bool) -> tuple[int, int] | JSONResponse:
+    """(rows, requested completion tokens) of a request, or a 400 when it is over a per-request bound."""
+    if chat:
+        prompts = 1
+        explicit = request.max_completion_tokens or request.max_tokens
+        max_tokens = explicit or serving.DEFAULT_CHAT_MAX_TOKENS
+        context = getattr(state.serving_engine, "context_length", None)
+        if explicit is None and context:
+            max_tokens = min(max_tokens, context)  # the default is capped like create_chat_completion does
+    else:
+        prompts = len(serving.prompt_list(request.prompt))
+        limit = state.settings.max_prompts_per_request
+        if prompts > limit:
+            return openai_error(400, f"{prompts} prompts in one request; at most {limit} are accepted "
+                                "(CODE2LORA_MAX_PROMPTS_PER_REQUEST)", "invalid_request_error", "prompt")
+        max_tokens = request.max_tokens or 16
+    rows = prompts * request.n
+    if rows > limiter.limit:
+        return openai_error(400, f"this request asks for {rows} completions (prompts x n); at most "
+                            f"{limiter.limit} are served at once", "invalid_request_error", "n")
+    tokens = rows * max_tokens
+    if limiter.token_limit is not None and tokens > limiter.token_limit:
+        return openai_error(400, f"this request asks for up to {tokens} completion tokens (prompts x n x "
+                            f"max_tokens); at most {limiter.token_limit} are served at once",
+                            "invalid_request_error", "max_tokens")
+    return rows, tokens
+
+
+async def _client_gone(http: Request) -> None:
+    """Returns when the client disconnects (the body is already read: only a disconnect can come)."""
+    while True:
+        message = await http.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _unless_disconnected(http: Request, work: Any) -> Any:
+    """Await `work`; if the client disconnects first, cancel it: its engine rows are dropped at the next step."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_client_gone(http))
+    try:
+        done, _ = await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        watch.cancel()
+        raise
+    watch.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    try:
+        await task
+    except BaseException:  # noqa: BLE001 - cancelled on purpose
+        pass
+    log.info("client disconnected before the completion was ready: cancelled")
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
 async def _run(http: Request, state: ServiceState, request: CompletionRequest | ChatCompletionRequest,
                chat: bool) -> Any:
     limiter = http.app.state.inflight
-    if not limiter.try_enter():
-        return openai_error(503, "server busy: too many completions in flight", "service_unavailable",
+    work = _work(state, limiter, request, chat)
+    if isinstance(work, JSONResponse):
+        return work
+    rows, tokens = work
+    if not limiter.try_enter(rows, tokens):
+        return openai_error(503, "server busy: too much completion work in flight", "service_unavailable",
                             headers={"Retry-After": "2"})
+
+    def release() -> None:
+        limiter.leave(rows, tokens)
+
     try:
-        response = await _serve(state, request, chat)
+        response = await _unless_disconnected(http, _serve(state, request, chat))
     except BaseException:
-        limiter.leave()
+        release()
         raise
     if isinstance(response, StreamingResponse):
-        # the slot is held until the stream ends
+        # the slot is held until the stream ends (a disconnect ends it too)
         from starlette.background import BackgroundTask
 
-        response.background = BackgroundTask(limiter.leave)
+        response.background = BackgroundTask(release)
     else:
-        limiter.leave()
+        release()
     return response
 
 

@@ -73,7 +73,8 @@ async def validate(engine: Engine, requests: list[GenerationRequest]) -> None:
         await check(requests)
 
 
-def _prompts(prompt: Any) -> list[str | list[int]]:
+def prompt_list(prompt: Any) -> list[str | list[int]]:
+    """The prompts of a completions request (a string, a token list, or a list of either)."""
     if isinstance(prompt, str):
         return [prompt]
     if prompt and all(isinstance(t, int) for t in prompt):
@@ -186,7 +187,7 @@ async def create_completion(request: CompletionRequest, engine: Engine, adapter:
     if request.echo:
         raise InvalidGenerationRequest("echo is not supported")
     params = sampling_params(request)
-    prompts = _prompts(request.prompt)
+    prompts = prompt_list(request.prompt)
     reqs = [GenerationRequest(prompt=p, params=params, adapter=adapter) for p in prompts]
     await validate(engine, reqs)
     name = model_name or request.model
