@@ -10,10 +10,8 @@ Repositories are split into train / val / test by a seeded hash of their name, n
 
 from __future__ import annotations
 
-import builtins
 import hashlib
 import json
-import keyword
 import logging
 import re
 from collections.abc import Callable, Iterable
@@ -21,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypernet.metrics.text import IDENT_RE, is_specific_identifier  # noqa: F401  (re-exported)
+from hypernet.metrics.text import identifier_spans as _ident_spans
+from hypernet.metrics.text import mark_tokens as _mark
 from training.data.sources import (
     RepoSource,
     git_repos,
@@ -31,33 +32,7 @@ from training.data.sources import (
 )
 
 log = logging.getLogger(__name__)
-IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 CORPUS_FORMAT = 2  # 2: train repositories may hold more chunks than eval ones
-
-# Names too generic to count as repository knowledge even when a repository defines them.
-_COMMON = {
-    "self", "cls", "args", "kwargs", "data", "name", "value", "values", "result", "main", "test", "setup", "close",
-    "open", "read", "write", "update", "items", "keys", "copy", "text", "path", "size", "type", "format", "start",
-    "stop", "reset", "clear", "append", "extend", "insert", "remove", "index", "count", "encode", "decode",
-    "parse", "load", "dump", "dumps", "loads", "send", "call", "apply", "init", "run", "get", "set", "add", "pop",
-    "next", "line", "lines", "file", "files", "node", "nodes", "item", "list", "dict", "info", "error", "errors",
-    "warn", "warning", "debug", "message", "default", "options", "config", "content", "context", "event",
-    "handler", "callback", "process", "request", "response", "result", "output", "input", "source", "target",
-    "field", "fields", "module", "object", "function", "method", "instance", "parent", "child", "children",
-    "length", "width", "height", "version", "render", "execute", "check", "validate", "create", "delete",
-    "filter", "match", "search", "replace", "split", "join", "strip", "lower", "upper", "flush", "seek", "tell",
-    "wait", "connect", "listen", "accept", "bind", "exit", "enter", "repr", "str", "hash", "equal", "__init__",
-}
-for _t in (str, bytes, list, dict, set, tuple, int, float, object, BaseException):
-    _COMMON.update(n for n in dir(_t))
-_COMMON.update(dir(builtins))
-_COMMON.update(keyword.kwlist)
-_COMMON.update(keyword.softkwlist)
-
-
-def is_specific_identifier(name: str) -> bool:
-    """A repo-defined name that counts for the specificity metric: not a dunder, builtin or generic word."""
-    return len(name) >= 4 and not name.startswith("__") and name not in _COMMON and name.lower() not in _COMMON
 
 
 @dataclass
@@ -169,21 +144,6 @@ def split_repos(names: Iterable[str], n_test: int, n_val: int, seed: int) -> dic
     out = {}
     for i, n in enumerate(order):
         out[n] = "test" if i < n_test else "val" if i < n_test + n_val else "train"
-    return out
-
-
-def _ident_spans(text: str, identifiers: set[str]) -> list[tuple[int, int]]:
-    return [m.span() for m in IDENT_RE.finditer(text) if m.group() in identifiers]
-
-
-def _mark(offsets: list[tuple[int, int]], spans: list[tuple[int, int]], shift: int = 0) -> list[bool]:
-    """Per token: does its character span overlap any identifier span? (both sorted by start)"""
-    out, j = [], 0
-    for s, e in offsets:
-        s, e = s + shift, e + shift
-        while j < len(spans) and spans[j][1] <= s:
-            j += 1
-        out.append(j < len(spans) and spans[j][0] < e and e > s)
     return out
 
 

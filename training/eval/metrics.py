@@ -8,36 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-
-def normalise(text: str) -> str:
-    """Whitespace-insensitive form used by exact match (runs of whitespace -> one space, ends stripped)."""
-    return " ".join(text.split())
-
-
-def exact_match(pred: str, target: str) -> float:
-    """1.0 when prediction and target agree up to whitespace."""
-    return float(normalise(pred) == normalise(target))
-
-
-def levenshtein(a: str, b: str) -> int:
-    """Character edit distance (insert / delete / substitute, cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def edit_similarity(pred: str, target: str) -> float:
-    """1 - edit distance / max length (RepoBench / CrossCodeEval); 1.0 for two empty strings."""
-    p, t = pred.strip(), target.strip()
-    if not p and not t:
-        return 1.0
-    return 1.0 - levenshtein(p, t) / max(len(p), len(t))
+from hypernet.metrics.text import edit_similarity, exact_match, levenshtein, normalise  # noqa: F401  (re-exported)
 
 
 def bootstrap_ci(values: Sequence[float], *, groups: Sequence[str] | None = None, n: int = 2000, seed: int = 0,
