@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Job, Repository
-from service.gitops import normalize_repo_url, repo_name_from_url
+from service.gitops import check_branch, check_repo_name, normalize_repo_url, repo_name_from_url
 from service.jobs.queue import enqueue_or_withdraw
 from service.state import ServiceState
 
@@ -52,6 +52,8 @@ def register_repo(
     state: ServiceState, session: Session, url: str, branch: str | None, name: str | None, mode: str
 ) -> tuple[Repository, Job, str]:
     """Create the repository and its ingest job, enqueue it; raises RepoURLError or Conflict."""
+    check_repo_name(name)  # the same rules for REST, the dashboard and the CLI
+    check_branch(branch)
     normalized = normalize_repo_url(url, allow_local=state.settings.allow_local_repos)
     stored_url = normalized.url
     if session.scalar(select(Repository).where(Repository.url == stored_url, Repository.branch == (branch or ""))):
