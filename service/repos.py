@@ -26,10 +26,13 @@ class NotFound(Exception):
 
 def find_repo(session: Session, ref: str | int) -> Repository | None:
     """A repository by numeric id or by name."""
-    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
-        repo = session.get(Repository, int(ref))
-        if repo is not None:
-            return repo
+    if isinstance(ref, str) and any("\ud800" <= c <= "\udfff" for c in ref):
+        return None  # a lone surrogate names nothing (and cannot be encoded for the DB)
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isascii() and ref.isdigit() and len(ref) <= 10):
+        if 0 < int(ref) <= 2**31 - 1:  # ids are 32-bit: a larger number names no repository (not a DB error)
+            repo = session.get(Repository, int(ref))
+            if repo is not None:
+                return repo
     return session.scalar(select(Repository).where(Repository.name == str(ref)))
 
 
@@ -89,6 +92,18 @@ def enqueue_job(state: ServiceState, session: Session, repo: Repository, kind: s
     session.commit()
     enqueue_or_withdraw(state, session, job)
     return job
+
+
+def request_refine(state: ServiceState, session: Session, repo: Repository, **params: object) -> Job:
+    """Queue a refine job for the active adapter; Conflict when there is none yet or a refinement is pending."""
+    from service.jobs.refine import pending_refine
+
+    if repo.active_version is None:
+        raise Conflict(f"repository {repo.name!r} has no active adapter to refine yet")
+    pending = pending_refine(session, repo.id)
+    if pending is not None:
+        raise Conflict(f"a refine job for {repo.name!r} is already {pending.status} (job {pending.id})")
+    return enqueue_job(state, session, repo, "refine", **{k: v for k, v in params.items() if v is not None})
 
 
 def delete_repo(state: ServiceState, session: Session, repo: Repository) -> None:

@@ -40,6 +40,37 @@ class Settings(BaseSettings):
                                 "(a crashed worker's lock and job go stale after it).")
     job_timeout_s: int = Field(3600, gt=0, description="Hard limit on one job's run time (RQ job timeout).")
 
+    # Measured versions: every new version is scored on a held-out slice of the repository (never shown to the
+    # hypernetwork or to refinement) against the base model and the active version (service/evaluation.py).
+    eval_enabled: bool = Field(True, description="Score every new version on the held-out slice.")
+    # The scoring budget, in counts (hypernet.metrics.MetricBudget), so that a version's scores repeat exactly;
+    # the defaults take seconds per version on this CPU with the bundled model (three arms: base, active, candidate).
+    eval_chunks: int = Field(4, ge=1, description="Teacher-forced loss windows per arm.")
+    eval_seq_len: int = Field(128, ge=16, description="Tokens per loss window.")
+    eval_cuts: int = Field(8, ge=0, description="Identifier-completion cut points per arm.")
+    eval_lines: int = Field(4, ge=0, description="Next-line completion cases per arm.")
+    eval_min_files: int = Field(4, ge=2, description="Repositories with fewer source files are too small to "
+                                "measure: no held-out slice, versions say so.")
+    eval_heldout_fraction: float = Field(0.15, gt=0, lt=1, description="Share of non-test files held out.")
+    eval_heldout_test_fraction: float = Field(0.5, gt=0, lt=1, description="Share of test files held out "
+                                              "(tests are held out preferably).")
+    eval_split_seed: int = Field(0, description="Seed of the path hash that decides the held-out split.")
+    promote_metric: str = Field("ident_loss", description="Metric the promotion gate compares (lower is better "
+                                "for losses and rates, higher for exact match).")
+    promote_tolerance: float = Field(0.02, ge=0, description="How much worse than the active version a "
+                                     "candidate may be on promote_metric and still become active.")
+
+    # Refinement: train the active adapter's A and B on the repository's own context files.
+    refine_after_ingest: bool = Field(False, description="Queue a refine job after every ingest/regenerate.")
+    refine_steps: int = Field(60, ge=1, description="Optimizer steps of one refinement.")
+    refine_max_seconds: float = Field(90.0, gt=0, description="Wall-time cap of one refinement's training.")
+    refine_lr: float = Field(5e-4, gt=0, description="Adam learning rate on A and B.")
+    refine_kl_weight: float = Field(1.0, ge=0, description="Weight of the KL to the starting adapter on "
+                                    "non-identifier tokens.")
+    refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")
+    refine_seq_len: int = Field(256, ge=16, description="Tokens per training window.")
+    refine_batch: int = Field(4, ge=1, description="Windows per step.")
+
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
     cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")
 

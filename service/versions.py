@@ -47,12 +47,15 @@ def pin(state: ServiceState, session: Session, repo: Repository, number: int) ->
 
 
 def unpin(state: ServiceState, session: Session, repo: Repository) -> Repository:
-    """Drop the pin; the newest ready version becomes active."""
+    """Drop the pin; the newest ready version that passed the promotion gate becomes active."""
     for v in repo.versions:
         v.is_pinned = False
     repo.pinned_version = None
     ready = [v.version for v in repo.versions if v.status == "ready"]
-    _activate(state, repo, max(ready) if ready else None)
+    # The newest version the promotion gate let through (versions from before the gate count as passed).
+    passed = [v.version for v in repo.versions if v.status == "ready"
+              and (v.metrics or {}).get("promotion", {}).get("gate_passed", True)]
+    _activate(state, repo, max(passed or ready) if ready else None)
     session.commit()
     return repo
 

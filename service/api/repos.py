@@ -10,8 +10,8 @@ from service import repos as registry
 from service import versions
 from service.api.auth import require_api_key
 from service.api.deps import get_session, get_state
-from service.api.schemas import (JobOut, PruneIn, PruneOut, RepoCreate, RepoCreated, RepoOut, RepoUpdate, RollbackIn,
-                                 SecretOut, VersionOut)
+from service.api.schemas import (JobOut, PruneIn, PruneOut, RefineIn, RepoCreate, RepoCreated, RepoOut, RepoUpdate,
+                                 RollbackIn, SecretOut, VersionOut)
 from service.db.models import Repository
 from service.gitops import RepoURLError
 from service.state import ServiceState
@@ -84,10 +84,10 @@ def list_versions(ref: str, session: Session = Depends(get_session)) -> list[Ver
     return [VersionOut.model_validate(v) for v in repo.versions]
 
 
-def _call(fn, *args):  # type: ignore[no-untyped-def]
+def _call(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
     """Map registry errors to HTTP statuses."""
     try:
-        return fn(*args)
+        return fn(*args, **kwargs)
     except registry.NotFound as exc:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
     except registry.Conflict as exc:
@@ -120,6 +120,19 @@ def regenerate(ref: str, state: ServiceState = Depends(get_state), session: Sess
     """Fetch the branch head and rebuild the adapter from a full extraction."""
     repo = _get_or_404(session, ref)
     return JobOut.model_validate(registry.enqueue_job(state, session, repo, "regenerate", full=True))
+
+
+@router.post("/{ref}/refine", response_model=JobOut, status_code=status.HTTP_202_ACCEPTED,
+             responses={404: {"description": "Unknown repository"},
+                        409: {"description": "No active adapter yet, or a refine job is already pending"}})
+def refine(ref: str, body: RefineIn | None = None, state: ServiceState = Depends(get_state),
+           session: Session = Depends(get_session)) -> JobOut:
+    """Queue a refinement: train the active adapter on the repository's own context files (never its held-out
+    slice) within a bounded budget; the result is a new version of kind `refined`, scored and promoted only
+    through the promotion gate."""
+    repo = _get_or_404(session, ref)
+    params = body.model_dump(exclude_none=True) if body else {}
+    return JobOut.model_validate(_call(registry.request_refine, state, session, repo, **params))
 
 
 @router.delete("/{ref}/versions/{number}", status_code=status.HTTP_204_NO_CONTENT, responses={404: {}, 409: {}})

@@ -74,7 +74,12 @@ class VersionOut(BaseModel):
     context_digest: str
     artifact_sha256: str
     status: str
-    metrics: dict[str, Any]
+    kind: str = Field("generated", description="generated | evolving | refined")
+    metrics: dict[str, Any] = Field(..., description=(
+        "`eval`: scores on the held-out files ({base, candidate, active}: loss, ident_loss, ident_em, "
+        "invented_rate, ...; heldout_files, seconds, budget), or {skipped: reason} such as "
+        "'too small to measure: N files'; `promotion`: {promoted, gate_passed, reason, metric, tolerance}; "
+        "`context`; `refine` for refined versions."))
     is_active: bool
     is_pinned: bool
     created_at: UtcDateTime
@@ -102,6 +107,15 @@ class PruneOut(BaseModel):
 
 class SecretOut(BaseModel):
     webhook_secret: str
+
+
+class RefineIn(BaseModel):
+    """Optional overrides of the refinement budget (defaults: the CODE2LORA_REFINE_* settings)."""
+
+    steps: int | None = Field(None, ge=1, le=10_000, description="Optimizer steps.")
+    max_seconds: float | None = Field(None, gt=0, le=24 * 3600, description="Wall-time cap of the training.")
+    lr: float | None = Field(None, gt=0, le=1.0, description="Adam learning rate on A and B.")
+    method: Literal["supervised"] = "supervised"
 
 
 class RepoUpdate(BaseModel):

@@ -43,6 +43,8 @@ class Repository(Base):
     pinned_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     mode: Mapped[str] = mapped_column(String(16), default="static")
     webhook_secret: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # The held-out evaluation split, made once at the first ingest (see service/evaluation.py); None before.
+    eval_split: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
@@ -78,6 +80,8 @@ class AdapterVersion(Base):
     artifact_sha256: Mapped[str] = mapped_column(String(64), index=True)
     artifact_path: Mapped[str] = mapped_column(String(2000))
     status: Mapped[str] = mapped_column(String(32), default="ready")
+    # generated (hypernetwork, static context) | evolving (hypernetwork, recurrent state) | refined (trained)
+    kind: Mapped[str] = mapped_column(String(16), default="generated", server_default="generated")
     metrics: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     is_active: Mapped[bool] = mapped_column(Boolean, default=False)
     is_pinned: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -75,15 +75,31 @@ def run_ingest(state: "ServiceState", job: Job, report: Reporter) -> str:
         row = s.get(Job, job.id)
         if row is not None:
             row.started_at = utcnow()
+    before = _newest_version(state, repo_id)
     try:
-        return _ingest_locked(state, job, repo_id, report)
+        message = _ingest_locked(state, job, repo_id, report)
     finally:
         locks.release(state.sessions, repo_id, job.id)
+    if settings.refine_after_ingest and _newest_version(state, repo_id) != before:
+        from service.jobs.refine import queue_refine_after
+
+        message += queue_refine_after(state, repo_id)
+    return message
+
+
+def _newest_version(state: "ServiceState", repo_id: int) -> int | None:
+    from sqlalchemy import func, select
+
+    from service.db.models import AdapterVersion
+
+    with state.sessions() as s:
+        return s.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.repository_id == repo_id))
 
 
 def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter) -> str:
     from hypernet.context import changes_between, extract_repo, update_context
 
+    from service import evaluation
     from service.adapters import build_adapter_version
 
     settings = state.settings
@@ -115,11 +131,20 @@ def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
         report(0.35, f"re-extracting {len(changes)} changed files")
         ctx = update_context(previous_ctx, checkout, changes)
     _save_context(state, repo_id, sha, ctx)
+    # The held-out slice is split off once per repository; the hypernetwork only ever sees the rest.
+    seen, heldout = evaluation.prepare(state, repo_id, ctx, checkout, sha)
     evolve = None
     if repo.mode == "evolving":
-        evolve = _evolver(state, repo_id, old if not full else None, sha, previous_ctx if not full else None, ctx)
-    version = build_adapter_version(state, repo_id, ctx, sha, report, evolve=evolve)
-    return f"adapter version {version.version} ready (commit {sha[:12]})"
+        previous_seen = None
+        if previous_ctx is not None and not full:
+            previous_seen = evaluation.context_slice(previous_ctx, evaluation.heldout_paths(
+                evaluation.ensure_split(state, repo_id, ctx, sha), previous_ctx))
+        evolve = _evolver(state, repo_id, old if not full else None, sha, previous_seen, seen)
+    version = build_adapter_version(state, repo_id, seen, sha, report, evolve=evolve, heldout=heldout)
+    if version.is_active:
+        return f"adapter version {version.version} ready and active (commit {sha[:12]})"
+    reason = (version.metrics or {}).get("promotion", {}).get("reason", "")
+    return f"adapter version {version.version} ready, not promoted: {reason} (commit {sha[:12]})"
 
 
 def _evolver(state: "ServiceState", repo_id: int, old: str | None, new: str, previous_ctx: Any, ctx: Any):  # type: ignore[no-untyped-def]

@@ -43,10 +43,12 @@ def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Report
 def run_job(state: "ServiceState", job_id: str) -> str:
     """Run the job `job_id` to completion and return its final status."""
     from service.jobs.ingest import run_ingest
+    from service.jobs.refine import run_refine
 
     handlers: dict[str, Callable[["ServiceState", Job, Reporter], str]] = {
         "ingest": run_ingest,
         "regenerate": run_ingest,
+        "refine": run_refine,
     }
     with state.sessions.begin() as s:
         job = s.get(Job, job_id)

@@ -86,6 +86,15 @@ def regenerate(repo_id: int, request: Request, state: ServiceState = Depends(get
     return _back(f"/admin/repos/{repo_id}")
 
 
+@router.post("/repos/{repo_id}/refine", dependencies=acting)
+def refine(repo_id: int, request: Request, state: ServiceState = Depends(get_state),
+           session: Session = Depends(get_session)) -> Response:
+    """Queue a refinement of the active adapter (the same job as POST /repos/{ref}/refine)."""
+    repo = repo_or_404(session, repo_id)
+    _attempt(request, "refinement queued", registry.request_refine, state, session, repo)
+    return _back(f"/admin/repos/{repo_id}")
+
+
 @router.post("/repos/{repo_id}/rollback", dependencies=acting)
 def rollback(repo_id: int, request: Request, version: str = Form(""), state: ServiceState = Depends(get_state),
              session: Session = Depends(get_session)) -> Response:

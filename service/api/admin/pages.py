@@ -10,10 +10,10 @@ from starlette.responses import RedirectResponse, Response
 from service import repos as registry
 from service.api.admin import auth
 from service.api.admin.auth import Principal, require_viewer
-from service.api.admin.plot import line_plot_svg
+from service.api.admin.plot import series_plot_svg
 from service.api.admin.templating import render
-from service.api.admin.views import (ACTIVE_JOB, engine_stats, eval_loss_points, recent_jobs, repo_names,
-                                     version_rows)
+from service.api.admin.views import (ACTIVE_JOB, engine_stats, eval_absent_reason, eval_series, recent_jobs,
+                                     repo_names, version_rows)
 from service.api.deps import get_session, get_state
 from service.db.models import Repository
 from service.state import ServiceState
@@ -32,9 +32,12 @@ def repo_or_404(session: Session, repo_id: int) -> Repository:
 def repo_context(request: Request, session: Session, repo: Repository, **extra: object) -> dict[str, object]:
     """Everything the repository page shows (also used by actions that answer with that page)."""
     base = str(request.base_url).rstrip("/")
-    points = eval_loss_points(repo)
+    series = eval_series(repo)
     rows = recent_jobs(session, repo.id, limit=10)
-    return dict(repo=repo, versions=version_rows(repo), plot=line_plot_svg(points), has_eval=bool(points),
+    return dict(repo=repo, versions=version_rows(repo), plot=series_plot_svg(series), has_eval=bool(series),
+                no_eval=eval_absent_reason(repo),
+                promote_metric=request.app.state.c2l.settings.promote_metric,
+                promote_tolerance=request.app.state.c2l.settings.promote_tolerance,
                 jobs=rows, names={repo.id: repo.name}, repo_id=repo.id,
                 live=any(j.status in ACTIVE_JOB for j in rows),
                 webhooks={"GitHub": f"{base}/webhooks/github", "GitLab": f"{base}/webhooks/gitlab"},

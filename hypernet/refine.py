@@ -1,0 +1,281 @@
+"""Refinement: train a repository's LoRA (A and B directly) on the repository's own files, from a starting adapter.
+
+The loss is next-token cross-entropy on windows of the context files with repository-identifier tokens
+up-weighted, plus a KL term that keeps the predictions on all *other* tokens close to the starting adapter's
+(a LoRA trained on a repository alone learns its identifiers and forgets some general code; the KL keeps the
+all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
+the best tensors seen on it are returned, so a run that only hurts returns the starting adapter.
+
+Library code: no web, no database. The caller passes the model (frozen, shared: LoRA is applied with forward
+hooks inside `applied_lora`, the base weights are never written), the starting tensors and the texts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from hypernet.lora_apply import applied_lora
+
+if TYPE_CHECKING:
+    from hypernet.adapter import LoraTensors
+
+Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """Budget and loss of one refinement. `steps` and `max_seconds` both bound it; the first reached stops it."""
+
+    steps: int = 60
+    max_seconds: float = 90.0
+    lr: float = 5e-4
+    kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
+    ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
+    seq_len: int = 256
+    batch: int = 4
+    val_fraction: float = 0.15  # share of files (by path hash) held for early stopping
+    val_windows: int = 8  # at most this many validation windows are scored per check
+    max_train_windows: int = 512
+    eval_every: int = 10
+    patience: int = 2  # checks without improvement before stopping
+    grad_clip: float = 1.0
+    seed: int = 0
+    method: str = "supervised"
+
+
+@dataclass
+class RefineResult:
+    """The refined tensors (the best on validation; the start when nothing helped) and how the run went."""
+
+    tensors: "LoraTensors"
+    metrics: dict[str, Any]
+    steps: int
+    seconds: float
+    stopped_early: bool
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Stream:
+    ids: torch.Tensor  # [n_windows, seq_len] long
+    ident: torch.Tensor  # [n_windows, seq_len] bool: token overlaps a repository identifier
+
+
+def _stable_unit(seed: int, path: str) -> float:
+    import hashlib
+
+    h = hashlib.sha256(f"refine-val\0{seed}\0{path}".encode("utf-8", "surrogateescape")).digest()
+    return int.from_bytes(h[:8], "little") / 2**64
+
+
+def _ident_spans(text: str, idents: set[str]) -> list[tuple[int, int]]:
+    try:
+        from hypernet.metrics import identifier_spans
+    except ImportError:  # pragma: no cover - the shared definitions live in hypernet.metrics
+        from hypernet.metrics.text import identifier_spans
+    return identifier_spans(text, idents)
+
+
+def _mark(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
+    try:
+        from hypernet.metrics import mark_tokens
+    except ImportError:  # pragma: no cover
+        from hypernet.metrics.text import mark_tokens
+    return mark_tokens(offsets, spans)
+
+
+def tokenize_files(tokenizer: Any, files: Mapping[str, str], repo_idents: set[str]) -> tuple[list[int], list[bool]]:
+    """One token stream over the files (sorted by path, EOS between them) and its identifier marks."""
+    ids: list[int] = []
+    marks: list[bool] = []
+    sep = tokenizer.eos_token_id
+    for path in sorted(files):
+        text = files[path]
+        if not text.strip():
+            continue
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ids.extend(enc["input_ids"])
+        marks.extend(_mark([tuple(o) for o in enc["offset_mapping"]], _ident_spans(text, repo_idents)))
+        if sep is not None:
+            ids.append(sep)
+            marks.append(False)
+    return ids, marks
+
+
+def _windows(ids: list[int], marks: list[bool], seq_len: int, limit: int) -> _Stream:
+    n = len(ids) // seq_len
+    if n == 0 and len(ids) >= 8:  # a short repository: one shorter window rather than nothing
+        seq_len, n = len(ids), 1
+    n = min(n, limit)
+    t = torch.tensor(ids[: n * seq_len], dtype=torch.long).view(n, seq_len) if n else torch.zeros(0, seq_len, dtype=torch.long)
+    m = torch.tensor(marks[: n * seq_len], dtype=torch.bool).view(n, seq_len) if n else torch.zeros(0, seq_len, dtype=torch.bool)
+    return _Stream(t, m)
+
+
+def split_files(files: Mapping[str, str], val_fraction: float, seed: int) -> tuple[dict[str, str], dict[str, str]]:
+    """(train, validation) by a stable hash of the path; at least one file each when there are two or more."""
+    paths = sorted(p for p in files if files[p].strip())
+    if len(paths) < 2:
+        return {p: files[p] for p in paths}, {}
+    units = {p: _stable_unit(seed, p) for p in paths}
+    val = [p for p in paths if units[p] < val_fraction]
+    if not val:
+        val = [min(paths, key=lambda p: units[p])]
+    if len(val) == len(paths):
+        val.remove(max(val, key=lambda p: units[p]))
+    return {p: files[p] for p in paths if p not in val}, {p: files[p] for p in val}
+
+
+def _token_losses(model: Any, tensors: "LoraTensors", scaling: float, ids: torch.Tensor) -> torch.Tensor:
+    """Logits of the next tokens under the adapter: [B, S-1, V]."""
+    with applied_lora(model, tensors, scaling):
+        return model(input_ids=ids).logits[:, :-1].float()
+
+
+def _objective(logits: torch.Tensor, ids: torch.Tensor, ident: torch.Tensor, ident_weight: float,
+               start_logp: torch.Tensor | None, kl_weight: float) -> tuple[torch.Tensor, dict[str, float]]:
+    target = ids[:, 1:]
+    m = ident[:, 1:]
+    logp = F.log_softmax(logits, dim=-1)
+    ce = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)  # [B, S-1]
+    w = torch.where(m, torch.full_like(ce, ident_weight), torch.ones_like(ce))
+    loss = (w * ce).sum() / w.sum()
+    d = ce.detach()
+    stats = {"ce": float(d.mean()), "ident_ce": float(d[m].mean()) if m.any() else math.nan}
+    if start_logp is not None and kl_weight > 0:
+        other = ~m
+        kl_tok = (start_logp.exp() * (start_logp - logp)).sum(-1)  # KL(start || current) per position
+        kl = (kl_tok * other).sum() / other.sum().clamp(min=1)
+        loss = loss + kl_weight * kl
+        stats["kl"] = float(kl.detach())
+    return loss, stats
+
+
+@torch.no_grad()
+def _validate(model: Any, tensors: "LoraTensors", scaling: float, val: _Stream, ident_weight: float,
+              batch: int) -> dict[str, float]:
+    """Validation cross-entropy: weighted (the early-stopping objective), all tokens, identifier tokens."""
+    tot_w = tot_wce = tot_ce = tot_n = tot_ice = tot_in = 0.0
+    for i in range(0, val.ids.shape[0], batch):
+        ids, ident = val.ids[i : i + batch], val.ident[i : i + batch]
+        logits = _token_losses(model, tensors, scaling, ids)
+        ce = F.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+        m = ident[:, 1:]
+        w = torch.where(m, torch.full_like(ce, ident_weight), torch.ones_like(ce))
+        tot_w += float(w.sum())
+        tot_wce += float((w * ce).sum())
+        tot_ce += float(ce.sum())
+        tot_n += ce.numel()
+        tot_ice += float(ce[m].sum())
+        tot_in += float(m.sum())
+    return {"objective": tot_wce / max(tot_w, 1.0), "loss": tot_ce / max(tot_n, 1.0),
+            "ident_loss": tot_ice / tot_in if tot_in else math.nan}
+
+
+def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: float, context_files: Mapping[str, str],
+                   repo_idents: set[str], cfg: RefineConfig | None = None,
+                   progress: Progress | None = None) -> RefineResult:
+    """Train `start`'s A and B on `context_files`; return the best tensors on the validation files.
+
+    `model` stays frozen (only A and B get gradients); `progress(fraction, message)` is called after every step,
+    and whatever it raises ends the run (that is how a job is cancelled). Deterministic for equal inputs.
+    """
+    cfg = cfg or RefineConfig()
+    if cfg.method != "supervised":
+        raise ValueError(f"unknown refinement method {cfg.method!r} (supported: supervised)")
+    t0 = time.perf_counter()
+    report = progress or (lambda _f, _m: None)
+    train_files, val_files = split_files(context_files, cfg.val_fraction, cfg.seed)
+    train = _windows(*tokenize_files(tokenizer, train_files, repo_idents), cfg.seq_len, cfg.max_train_windows)
+    val = _windows(*tokenize_files(tokenizer, val_files, repo_idents), cfg.seq_len, cfg.val_windows)
+    if train.ids.shape[0] == 0:
+        raise ValueError("no context text to train on")
+    if val.ids.shape[0] == 0 and train.ids.shape[0] >= 2:  # one file: validate on its last window
+        val = _Stream(train.ids[-1:], train.ident[-1:])
+        train = _Stream(train.ids[:-1], train.ident[:-1])
+    device = next(model.parameters()).device
+
+    start_f = {p: (a.detach().to(device, torch.float32), b.detach().to(device, torch.float32)) for p, (a, b) in start.items()}
+    params = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for p, (a, b) in start_f.items()}
+    leaves = [t for ab in params.values() for t in ab]
+    opt = torch.optim.Adam(leaves, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(train.ids.shape[0], generator=gen).tolist()
+    cursor = 0
+
+    def snapshot() -> "LoraTensors":
+        return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in params.items()}
+
+    has_val = val.ids.shape[0] > 0
+    first = _validate(model, start_f, scaling, val, cfg.ident_weight, cfg.batch) if has_val else None
+    best_obj = first["objective"] if first else math.inf
+    best, best_step, best_val = snapshot(), 0, first
+    bad_checks, steps, stopped, history = 0, 0, "steps", []
+    train_first = train_last = math.nan
+    report(0.0, f"refining on {train.ids.shape[0]} windows of {train.ids.shape[1]} tokens"
+                f" ({int(train.ident.sum())} identifier tokens), validating on {val.ids.shape[0]}")
+    for step in range(1, cfg.steps + 1):
+        batch_idx = []
+        for _ in range(min(cfg.batch, train.ids.shape[0])):
+            if cursor == len(order):
+                order, cursor = torch.randperm(train.ids.shape[0], generator=gen).tolist(), 0
+            batch_idx.append(order[cursor])
+            cursor += 1
+        ids, ident = train.ids[batch_idx].to(device), train.ident[batch_idx].to(device)
+        start_logp = None
+        if cfg.kl_weight > 0:
+            with torch.no_grad():
+                start_logp = F.log_softmax(_token_losses(model, start_f, scaling, ids), dim=-1)
+        with torch.enable_grad():
+            logits = _token_losses(model, params, scaling, ids)
+            loss, stats = _objective(logits, ids, ident, cfg.ident_weight, start_logp, cfg.kl_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward(inputs=leaves)  # gradients reach A and B only, never the (shared) base weights
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
+        opt.step()
+        del logits, start_logp
+        steps = step
+        train_last = float(loss.detach())
+        if step == 1:
+            train_first = train_last
+        elapsed = time.perf_counter() - t0
+        report(step / cfg.steps, f"step {step}/{cfg.steps}: loss {train_last:.4f}")
+        last = step == cfg.steps or elapsed >= cfg.max_seconds
+        if has_val and (step % cfg.eval_every == 0 or last):
+            v = _validate(model, params, scaling, val, cfg.ident_weight, cfg.batch)
+            history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}})
+            if v["objective"] < best_obj - 1e-6:
+                best_obj, best, best_step, best_val, bad_checks = v["objective"], snapshot(), step, v, 0
+            else:
+                bad_checks += 1
+                if bad_checks >= cfg.patience:
+                    stopped = "early"
+                    break
+        if elapsed >= cfg.max_seconds:
+            stopped = "time"
+            break
+    if not has_val:  # nothing to select on: keep the last tensors
+        best, best_step = snapshot(), steps
+    seconds = time.perf_counter() - t0
+    metrics: dict[str, Any] = {
+        "method": cfg.method, "stopped": stopped, "best_step": best_step,
+        "train_windows": int(train.ids.shape[0]), "val_windows": int(val.ids.shape[0]),
+        "train_files": len(train_files), "val_files": len(val_files),
+        "ident_token_share": round(float(train.ident.float().mean()), 4),
+        "train_loss_first": round(train_first, 5), "train_loss_last": round(train_last, 5),
+        "history": history,
+    }
+    if first is not None:
+        metrics["val_start"] = {k: round(x, 5) for k, x in first.items()}
+    if best_val is not None:
+        metrics["val_best"] = {k: round(x, 5) for k, x in best_val.items()}
+    out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in best.items()}
+    return RefineResult(out, metrics, steps, seconds, stopped != "steps", config=asdict(cfg))
