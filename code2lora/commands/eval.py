@@ -1,4 +1,5 @@
-"""`code2lora eval --checkpoint C --repos ...`: every arm on held-out repositories -> JSON, markdown, plots."""
+"""`code2lora eval --checkpoint C --repos ...`: every arm on held-out repositories -> JSON, markdown, plots,
+side_by_side.md (generated identifier completions per arm)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,12 @@ def register(app: typer.Typer) -> None:
         prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
         lines: int = typer.Option(4, help="Line-completion examples per repository."),
         asserts: int = typer.Option(4, help="Assertion-completion examples per repository."),
+        cuts: int = typer.Option(12, "--cuts", help="Identifier cut points per repository and cut mode (0: off)."),
+        cut_mode: str = typer.Option("boundary", "--cut-mode", help="boundary (prompt ends before the identifier), "
+                                     "inside (after its first token) or both."),
+        cut_prefix: int = typer.Option(384, "--cut-prefix", help="Prompt tokens before each cut point."),
+        gen_lines: int = typer.Option(8, "--gen-lines", help="Generated next-line cases per repository (0: off)."),
+        side_by_side: int = typer.Option(3, "--side-by-side", help="Cut points per repository in side_by_side.md."),
         bootstrap: int = typer.Option(2000, help="Bootstrap resamples."),
         threads: int = typer.Option(2, help="torch threads."),
         extra_arm: list[str] = typer.Option([], "--extra-arm", help="NAME=DIR: PEFT adapters, one folder per "
@@ -35,6 +42,8 @@ def register(app: typer.Typer) -> None:
                                              "adapter here (PEFT), e.g. as a starting point for fine-tuning."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
+        if cut_mode not in ("boundary", "inside", "both"):
+            raise typer.BadParameter(f"{cut_mode!r}: boundary, inside or both", param_hint="--cut-mode")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         from training.eval.main import evaluate_checkpoint
         from training.eval.report import markdown
@@ -44,6 +53,8 @@ def register(app: typer.Typer) -> None:
                            prompt_budget=prompt_budget, prompt_chunks=prompt_chunks,
                            per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps, per_repo_lr=per_repo_lr,
                            per_repo_chunks=per_repo_chunks,
+                           cuts_per_repo=cuts, cut_mode=cut_mode, cut_prefix_tokens=cut_prefix,
+                           gen_lines_per_repo=gen_lines, side_by_side=side_by_side,
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None)
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)

@@ -45,25 +45,38 @@ def stack_adapters(adapters: Sequence[Tensors | None], scalings: Sequence[float]
     return out
 
 
-def _rows(adapter: AdapterArg, scaling: float | Sequence[float], n: int) -> tuple[Tensors | None, float, bool]:
-    """(tensors, scaling, per_row): one shared adapter is applied as is; a list is stacked per row."""
-    if adapter is None:
-        return None, 1.0, False
-    if isinstance(adapter, dict):
-        if not isinstance(scaling, (int, float)):
-            raise TypeError("one adapter takes one scaling")
-        return adapter, float(scaling), False
-    adapters = list(adapter)
-    if len(adapters) != n:
-        raise ValueError(f"{len(adapters)} adapters for {n} rows")
-    scalings = [float(scaling)] * n if isinstance(scaling, (int, float)) else [float(s) for s in scaling]
-    return stack_adapters(adapters, scalings), 1.0, True
+class _RowAdapters:
+    """The adapter argument of `complete` / `chunk_losses`, resolved per batch of rows: one shared adapter is
+    applied as is; a list is stacked only for the rows of the batch (a high-rank average adapter padded over
+    every row at once would cost memory for nothing); caller-expanded [N, r, in] rows are selected."""
 
+    def __init__(self, adapter: AdapterArg, scaling: float | Sequence[float], n: int) -> None:
+        self.shared: Tensors | None = None
+        self.rows: list[Tensors | None] | None = None
+        self.expanded = False
+        self.scaling = 1.0
+        if adapter is None:
+            return
+        if isinstance(adapter, dict):
+            if not isinstance(scaling, (int, float)):
+                raise TypeError("one adapter takes one scaling")
+            self.shared, self.scaling = adapter, float(scaling)
+            self.expanded = bool(adapter) and next(iter(adapter.values()))[0].dim() == 3
+            return
+        self.rows = list(adapter)
+        if len(self.rows) != n:
+            raise ValueError(f"{len(self.rows)} adapters for {n} rows")
+        self.scalings = [float(scaling)] * n if isinstance(scaling, (int, float)) else [float(x) for x in scaling]
 
-def _slice(tensors: Tensors | None, lo: int, hi: int, per_row: bool) -> Tensors | None:
-    if tensors is None or not per_row:
-        return tensors
-    return {p: (a[lo:hi], b[lo:hi]) for p, (a, b) in tensors.items()}
+    def batch(self, idx: Sequence[int]) -> tuple[Tensors | None, float]:
+        """(tensors, scaling) for the rows `idx` (None: no adapter in this batch)."""
+        if self.rows is not None:
+            return stack_adapters([self.rows[i] for i in idx], [self.scalings[i] for i in idx]), 1.0
+        if self.shared is not None and self.expanded:
+            sel = torch.tensor(list(idx))
+            return {p: (a.index_select(0, sel.to(a.device)), b.index_select(0, sel.to(b.device)))
+                    for p, (a, b) in self.shared.items()}, self.scaling
+        return self.shared, self.scaling
 
 
 def _pad_id(tokenizer: Any) -> int:
@@ -134,9 +147,7 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
         return []
     if any(not p for p in prompts):
         raise ValueError("empty prompt")
-    tensors, sc, per_row = _rows(adapter, scaling, len(prompts))
-    if tensors is not None and not per_row and next(iter(tensors.values()))[0].dim() == 3:
-        per_row = True  # caller-expanded rows
+    resolved = _RowAdapters(adapter, scaling, len(prompts))
     pad, eos = _pad_id(tokenizer), tokenizer.eos_token_id
 
     def newline_check(gen: torch.Tensor) -> torch.Tensor:
@@ -148,7 +159,7 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
     results: list[str] = [""] * len(prompts)
     for lo in range(0, len(order), batch_size):
         idx = order[lo: lo + batch_size]
-        rows = _gather(tensors, idx, per_row)
+        rows, sc = resolved.batch(idx)
         batch = [prompts[i] for i in idx]
         if rows is None:
             gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, newline_check if stop_at_newline else None)
@@ -161,13 +172,6 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
     return results
 
 
-def _gather(tensors: Tensors | None, idx: list[int], per_row: bool) -> Tensors | None:
-    if tensors is None or not per_row:
-        return tensors
-    sel = torch.tensor(idx)
-    return {p: (a.index_select(0, sel.to(a.device)), b.index_select(0, sel.to(b.device))) for p, (a, b) in tensors.items()}
-
-
 @torch.no_grad()
 def chunk_losses(model: nn.Module, chunks: Sequence[Chunk], *, adapter: AdapterArg = None,
                  scaling: float | Sequence[float] = 1.0, batch_size: int = 8) -> list[dict[str, float]]:
@@ -176,7 +180,7 @@ def chunk_losses(model: nn.Module, chunks: Sequence[Chunk], *, adapter: AdapterA
     `adapter` / `scaling` as in `complete` (a list: one adapter per chunk).
     """
     chunks = list(chunks)
-    tensors, sc, per_row = _rows(adapter, scaling, len(chunks))
+    resolved = _RowAdapters(adapter, scaling, len(chunks))
     device = next(model.parameters()).device
     out: list[dict[str, float]] = []
     for lo in range(0, len(chunks), batch_size):
@@ -185,7 +189,7 @@ def chunk_losses(model: nn.Module, chunks: Sequence[Chunk], *, adapter: AdapterA
         ids = torch.tensor([c.ids + [0] * (width - len(c.ids)) for c in part], device=device)
         mask = torch.tensor([[1] * len(c.ids) + [0] * (width - len(c.ids)) for c in part], device=device)
         ident = torch.tensor([c.ident + [False] * (width - len(c.ids)) for c in part], device=device)
-        rows = _slice(tensors, lo, lo + len(part), per_row)
+        rows, sc = resolved.batch(range(lo, lo + len(part)))
         if rows is None:
             logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         else:

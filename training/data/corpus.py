@@ -117,6 +117,16 @@ class RepoData:
                 continue
         return out
 
+    def target_texts(self) -> dict[str, str]:
+        """{path: text} of the held-out target files still on disk."""
+        out = {}
+        for rel in self.target_files:
+            try:
+                out[rel] = (Path(self.root) / rel).read_text("utf-8", "replace")
+            except OSError:
+                continue
+        return out
+
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> RepoData:
         """Inverse of to_json."""

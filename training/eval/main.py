@@ -92,6 +92,7 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
     meta = {"checkpoint": str(checkpoint), "shared_lora": str(shared_lora) if shared_lora else None,
             "options": opts.__dict__, "train_config": cfg.name, "adapt_layers": cfg.adapt_layers,
             "wall_s": round(time.perf_counter() - t_start, 1), "threads": opts.threads}
-    report = build_report(raw, tokenizer, n_boot=opts.bootstrap, seed=opts.seed, meta=meta)
+    report = build_report(raw, tokenizer, n_boot=opts.bootstrap, seed=opts.seed, meta=meta,
+                          side_by_side=opts.side_by_side)
     write_report(report, Path(out_dir))
     return report

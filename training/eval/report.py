@@ -29,7 +29,7 @@ ARM_LABEL = {
     "prompt": "context in prompt (no adapter)",
 }
 METRICS = (("loss", "chunk", "next-token loss"), ("ident_loss", "chunk", "loss on repo-identifier tokens"),
-           ("em", "line", "line EM"), ("es", "line", "line edit sim. (teacher-forced)"),
+           ("em", "line", "line EM (teacher-forced)"), ("es", "line", "line_edit_sim_teacher_forced"),
            ("em", "assert", "assertion EM"))
 
 
@@ -112,8 +112,128 @@ def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str]
                  for b in ("own", "base") for m in ("loss", "ident_loss"))
 
 
+GEN_COMPARISONS = (("own", "base"), ("own", "average"), ("own", "other"), ("per_repo_lora", "base"))
+SIDE_BY_SIDE_ARMS = ("own", "base", "other")
+
+
+def _ci(vals: list[float], groups: list[str], n_boot: int, seed: int) -> dict[str, Any]:
+    """Mean with a 95% interval over repositories (cluster bootstrap)."""
+    m, lo, hi = bootstrap_ci(vals, groups=groups, n=n_boot, seed=seed)
+    return {"mean": m, "lo": lo, "hi": hi, "n": len(vals), "repos": len(set(groups))}
+
+
+def _paired_gen(a_vals: list[float], b_vals: list[float], groups: list[str], a: str, b: str, metric: str,
+                n_boot: int, seed: int) -> dict[str, Any]:
+    """mean(a - b) over the same cut points (or lines), intervals over items and over repositories."""
+    diffs = [x - y for x, y in zip(a_vals, b_vals)]
+    seq_ci = bootstrap_ci(diffs, n=n_boot, seed=seed)
+    repo_ci = bootstrap_ci(diffs, groups=groups, n=n_boot, seed=seed)
+    return {"a": a, "b": b, "metric": metric, "n": len(diffs), "repos": len(set(groups)),
+            "mean_a": float(np.mean(a_vals)), "mean_b": float(np.mean(b_vals)), "diff": seq_ci[0],
+            "seq_ci": [seq_ci[1], seq_ci[2]], "repo_ci": [repo_ci[1], repo_ci[2]],
+            "excludes_zero_seq": excludes_zero(seq_ci), "excludes_zero_repo": excludes_zero(repo_ci),
+            "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
+
+
+def generation_report(raw: dict[str, Any], n_boot: int, seed: int) -> dict[str, Any] | None:
+    """Generated-completion metrics (identifier EM, invented rate, generated lines) per arm with intervals over
+    repositories, the in-prompt split, and paired differences own − base / average / other; None when the run
+    generated nothing."""
+    results = [r for r in raw["results"] if r.get("generation")]
+    if not results:
+        return None
+    out: dict[str, Any] = {"modes": {}, "lines": {}, "line_comparisons": []}
+    modes = [m for m in ("boundary", "inside") if any(m in r["generation"]["ident"] for r in results)]
+    for mode in modes:
+        per_arm: dict[str, list[tuple[str, dict]]] = {}
+        for r in results:
+            for arm, m in r["generation"]["ident"].get(mode, {}).items():
+                per_arm.setdefault(arm, []).extend((r["repo"], rec) for rec in m["records"])
+        arms: dict[str, Any] = {}
+        for arm in arm_order(per_arm):
+            recs = per_arm[arm]
+            groups = [g for g, _ in recs]
+            cell = {"ident_em": _ci([x["em"] for _, x in recs], groups, n_boot, seed),
+                    "invented_rate": _ci([x["invented"] for _, x in recs], groups, n_boot, seed)}
+            for key, flag in (("ident_em_in_prompt", True), ("ident_em_not_in_prompt", False)):
+                sel = [(g, x) for g, x in recs if x["in_prompt"] == flag]
+                cell[key] = _ci([x["em"] for _, x in sel], [g for g, _ in sel], n_boot, seed)
+            arms[arm] = cell
+        any_arm = next(iter(per_arm.values()), [])
+        comps = []
+        for a, b in GEN_COMPARISONS:
+            if a in per_arm and b in per_arm and per_arm[a]:
+                groups = [g for g, _ in per_arm[a]]
+                comps.append(_paired_gen([x["em"] for _, x in per_arm[a]], [x["em"] for _, x in per_arm[b]], groups,
+                                         a, b, f"{mode}.ident_em", n_boot, seed))
+        out["modes"][mode] = {"arms": arms, "comparisons": comps, "n_cuts": len(any_arm),
+                              "in_prompt_share": float(np.mean([x["in_prompt"] for _, x in any_arm])) if any_arm
+                              else math.nan}
+    line_arm: dict[str, list[tuple[str, dict]]] = {}
+    for r in results:
+        for arm, m in r["generation"]["lines"].items():
+            line_arm.setdefault(arm, []).extend((r["repo"], rec) for rec in m["records"])
+    for arm in arm_order(line_arm):
+        groups = [g for g, _ in line_arm[arm]]
+        out["lines"][arm] = {"line_em": _ci([x["em"] for _, x in line_arm[arm]], groups, n_boot, seed),
+                             "line_edit_sim": _ci([x["edit_sim"] for _, x in line_arm[arm]], groups, n_boot, seed)}
+    for a, b in GEN_COMPARISONS[:1]:
+        if a in line_arm and b in line_arm and line_arm[a]:
+            groups = [g for g, _ in line_arm[a]]
+            for key, metric in (("em", "line_em"), ("edit_sim", "line_edit_sim")):
+                out["line_comparisons"].append(_paired_gen([x[key] for _, x in line_arm[a]],
+                                                           [x[key] for _, x in line_arm[b]], groups, a, b,
+                                                           f"generated.{metric}", n_boot, seed))
+    return out
+
+
+def side_by_side_samples(raw: dict[str, Any], per_repo: int = 3, prompt_lines: int = 6) -> list[dict[str, Any]]:
+    """Per repository, up to `per_repo` cut points of the first cut mode (targets absent from the prompt first):
+    the last lines of the prompt, the expected identifier, and the completions of own / base / another
+    repository's adapter."""
+    out = []
+    for r in raw["results"]:
+        gen = r.get("generation")
+        if not gen or not gen["ident"]:
+            continue
+        mode = next(iter(gen["ident"]))
+        arms = {a: gen["ident"][mode][a]["records"] for a in SIDE_BY_SIDE_ARMS if a in gen["ident"][mode]}
+        cuts = gen["cuts"][mode]
+        order = sorted(range(len(cuts)), key=lambda k: (cuts[k].in_prompt, k))[:per_repo]
+        for k in order:
+            c = cuts[k]
+            out.append({"repo": r["repo"], "path": c.path, "line": c.line, "mode": mode, "target": c.target,
+                        "partial": c.partial, "in_prompt": c.in_prompt,
+                        "prompt_tail": "\n".join(c.prefix_text.split("\n")[-prompt_lines:]),
+                        "completions": {a: {key: recs[k][key] for key in ("completion", "predicted", "em", "invented")}
+                                        for a, recs in arms.items()}})
+    return out
+
+
+def side_by_side_markdown(samples: list[dict[str, Any]]) -> str:
+    """side_by_side.md: one block per cut point."""
+    lines = ["# Side by side: identifier completion at cut points", "",
+             "Each block: the end of the prompt (the cut is at its end), the expected identifier, and the greedy "
+             "completion of each adapter (✓ exact match, ✗ invented identifier).", ""]
+    repo = None
+    for s in samples:
+        if s["repo"] != repo:
+            repo = s["repo"]
+            lines += [f"## {repo}", ""]
+        where = "in the prompt window" if s["in_prompt"] else "not in the prompt window"
+        lines += [f"`{s['path']}` line {s['line']} ({s['mode']} cut), expected **`{s['target']}`** ({where})", "",
+                  "```python", s["prompt_tail"] + "⟂", "```", "", "| adapter | completion | identifier |",
+                  "|---|---|---|"]
+        for arm, c in s["completions"].items():
+            comp = c["completion"].replace("\n", "⏎").replace("|", "\\|").replace("`", "'")
+            mark = " ✓" if c["em"] else (" ✗" if c["invented"] else "")
+            lines.append(f"| {ARM_LABEL.get(arm, arm)} | `{comp}` | {c['predicted'] or '–'}{mark} |")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
 def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int = 0,
-                 meta: dict[str, Any] | None = None) -> dict[str, Any]:
+                 meta: dict[str, Any] | None = None, side_by_side: int = 3) -> dict[str, Any]:
     """The JSON report."""
     by_arm = rows(raw, tok)
     adapters = raw["adapters"]
@@ -139,6 +259,11 @@ def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int
         "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in raw["results"]])),
         "per_repo": per_repo(by_arm, names),
     }
+    generation = generation_report(raw, n_boot, seed)
+    if generation is not None:
+        report["generation"] = generation
+        report["side_by_side"] = side_by_side_samples(raw, side_by_side)
+        report["timings"]["generation_s_mean"] = float(np.mean(t.get("generation_s") or [math.nan]))
     return report
 
 
@@ -188,7 +313,44 @@ def markdown(report: dict[str, Any]) -> str:
               f"hypernet forward {t['hypernet_forward_ms_mean']:.1f} ms). Per-repository LoRA: "
               f"{t['per_repo_lora_s_mean']:.1f} s each ({t['per_repo_lora_steps']} steps, including its forward passes). "
               f"Context in prompt: {report['prompt_tokens_mean']:.0f} extra prompt tokens per sequence."]
+    if report.get("generation"):
+        lines += ["", *generation_markdown(report["generation"], report["timings"].get("generation_s_mean"))]
     return "\n".join(lines) + "\n"
+
+
+def _cmp_rows(comps: list[dict]) -> list[str]:
+    rows = ["| comparison (a − b) | metric | n (repos) | mean a | mean b | diff | 95% CI (items) | 95% CI (repos) | "
+            "a better on |", "|---|---|---|---|---|---|---|---|---|"]
+    for c in comps:
+        mark = " **✓**" if c["excludes_zero_repo"] and c["diff"] > 0 else ""
+        rows.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['n']} ({c['repos']}) | {c['mean_a']:.3f} | "
+                    f"{c['mean_b']:.3f} | {c['diff']:+.3f}{mark} | [{c['seq_ci'][0]:+.3f}, {c['seq_ci'][1]:+.3f}] | "
+                    f"[{c['repo_ci'][0]:+.3f}, {c['repo_ci'][1]:+.3f}] | {c['wins']}/{c['n']} |")
+    return rows
+
+
+def generation_markdown(gen: dict[str, Any], seconds: float | None = None) -> list[str]:
+    """The generated-completion section of report.md (intervals over repositories)."""
+    out = ["## What a user sees: generated completions (greedy; 95% intervals over repositories)", ""]
+    for mode, m in gen["modes"].items():
+        out += [f"Identifier completion, {mode} cuts: {m['n_cuts']} cut points; the target identifier occurs in the "
+                f"prompt window for {m['in_prompt_share']:.0%} of them.", "",
+                "| arm | identifier EM | invented rate | EM, target in prompt | EM, target not in prompt |",
+                "|---|---|---|---|---|"]
+        for arm, cell in m["arms"].items():
+            out.append(f"| {ARM_LABEL.get(arm, arm)} | {_fmt(cell['ident_em'])} | {_fmt(cell['invented_rate'])} | "
+                       f"{_fmt(cell['ident_em_in_prompt'])} (n={cell['ident_em_in_prompt']['n']}) | "
+                       f"{_fmt(cell['ident_em_not_in_prompt'])} (n={cell['ident_em_not_in_prompt']['n']}) |")
+        out += [""] + (_cmp_rows(m["comparisons"]) + [""] if m["comparisons"] else [])
+    if gen["lines"]:
+        out += ["Generated next line (greedy rest of the line, not teacher-forced):", "",
+                "| arm | line EM | line edit sim. |", "|---|---|---|"]
+        for arm, cell in gen["lines"].items():
+            out.append(f"| {ARM_LABEL.get(arm, arm)} | {_fmt(cell['line_em'])} | {_fmt(cell['line_edit_sim'])} |")
+        out += [""] + (_cmp_rows(gen["line_comparisons"]) + [""] if gen["line_comparisons"] else [])
+    if seconds is not None and seconds == seconds:
+        out.append(f"Generation took {seconds:.1f} s per repository (all arms). Samples: side_by_side.md.")
+    return out
 
 
 def plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -244,4 +406,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     (out_dir / "report.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
     (out_dir / "report.md").write_text(markdown(report))
     pngs = plots(report, out_dir)
-    return {"json": out_dir / "report.json", "md": out_dir / "report.md", **{p.stem: p for p in pngs}}
+    files = {"json": out_dir / "report.json", "md": out_dir / "report.md", **{p.stem: p for p in pngs}}
+    if report.get("side_by_side"):
+        (out_dir / "side_by_side.md").write_text(side_by_side_markdown(report["side_by_side"]))
+        files["side_by_side"] = out_dir / "side_by_side.md"
+    return files

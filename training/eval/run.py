@@ -8,6 +8,11 @@ Arms (adapters on the top layers the hypernet was trained for; the bottom-layer 
   other         the generated adapter of another evaluated repository (the next one, cyclically)
   per_repo_lora a LoRA trained directly on the repository's context files (upper bound; wall time recorded)
   prompt        no adapter; the rendered context (`prompt_budget` tokens) prepended to the sequence
+
+What a user sees (`hypernet.metrics`): on each repository's held-out target files, identifier cut points and
+next-line prompts, completed greedily under every adapter arm (base included; the adapter applied to the full
+model, not the split one), scored as identifier exact match, invented-identifier rate and generated-line
+exact match / edit similarity.
 """
 
 from __future__ import annotations
@@ -63,6 +68,16 @@ class EvalOptions:
     # fine-tuned from the generated ones with OPD; compared against the generated adapter they started from.
     extra_arms: dict[str, str] = field(default_factory=dict)
     export_adapters: str | None = None  # write each repository's generated adapter here (PEFT, `adapter_dirname`)
+    # generated completions (hypernet.metrics): identifier cut points and next lines on the held-out files
+    cuts_per_repo: int = 12  # per cut mode; 0: no identifier completion
+    cut_mode: str = "boundary"  # boundary | inside | both
+    cut_prefix_tokens: int = 384
+    ident_new_tokens: int = 12
+    gen_lines_per_repo: int = 8  # 0: no generated lines
+    line_prefix_tokens: int = 96
+    line_new_tokens: int = 24
+    gen_batch: int = 16
+    side_by_side: int = 3  # cut points per repository in side_by_side.md
 
 
 @dataclass
@@ -298,6 +313,46 @@ class Evaluator:
             self._store(key, res[-1:])
         return res, len(prompt_ids)
 
+    def generation(self, i: int, arms: dict[str, tuple[dict | None, float]]) -> dict[str, Any]:
+        """Identifier cut points (per cut mode) and next-line cases on repository i's held-out target files, each
+        completed greedily under every given arm (one batched call per arm, the adapter applied to the full model
+        through hooks); returns the cuts, the cases and `identifier_metrics` / `line_metrics` per arm."""
+        from hypernet.metrics import (
+            CUT_MODES,
+            complete,
+            identifier_metrics,
+            known_identifiers,
+            line_metrics,
+            repo_cuts,
+            repo_line_cases,
+        )
+
+        o = self.opts
+        repo = self.repos[i]
+        files = repo.target_texts()
+        idents = frozenset(repo.identifiers)
+        known = known_identifiers(repo_context(repo))
+        modes = list(CUT_MODES) if o.cut_mode == "both" else [o.cut_mode]
+        out: dict[str, Any] = {"cuts": {}, "ident": {}, "line_cases": [], "lines": {}}
+        for mode in modes if o.cuts_per_repo > 0 else []:
+            cuts = repo_cuts(files, self.tok, idents, n=o.cuts_per_repo, seed=o.seed,
+                             max_prefix_tokens=o.cut_prefix_tokens, mode=mode)
+            out["cuts"][mode] = cuts
+            out["ident"][mode] = {}
+            for arm, (adapters, scaling) in arms.items():
+                comps = complete(self.model, self.tok, [c.prefix_ids for c in cuts], max_new_tokens=o.ident_new_tokens,
+                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch)
+                out["ident"][mode][arm] = identifier_metrics(cuts, comps, known)
+        if o.gen_lines_per_repo > 0:
+            cases = repo_line_cases(files, self.tok, n=o.gen_lines_per_repo, seed=o.seed,
+                                    max_prefix_tokens=o.line_prefix_tokens, max_target_tokens=o.line_new_tokens)
+            out["line_cases"] = cases
+            for arm, (adapters, scaling) in arms.items():
+                comps = complete(self.model, self.tok, [c.prefix_ids for c in cases], max_new_tokens=o.line_new_tokens,
+                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, stop_at_newline=True)
+                out["lines"][arm] = line_metrics(cases, comps)
+        return out
+
     def run(self) -> dict[str, Any]:
         """All arms, all repositories; returns the raw per-sequence results and timings."""
         from tqdm import tqdm
@@ -310,6 +365,7 @@ class Evaluator:
         avg = average_adapter(gen) if n > 1 else None
         results: list[dict[str, Any]] = []
         per_repo_s: list[float] = []
+        gen_s: list[float] = []
         for i in tqdm(range(n), desc="eval repos"):
             arms: dict[str, tuple[dict | None, float]] = {"base": (None, 1.0), "own": (gen[i], self.scaling)}
             if self.shared is not None:
@@ -329,8 +385,13 @@ class Evaluator:
             scored = self.score_repo(i, arms)
             use_prompt = o.prompt_chunks > 0 and "prompt" not in o.skip_arms
             prompt, prompt_tokens = self.score_prompt(i) if use_prompt else ([], 0)
+            gen_arms = {k: v for k, v in arms.items() if k != "prompt"}
+            t0 = time.perf_counter()
+            generated = self.generation(i, gen_arms) if o.cuts_per_repo > 0 or o.gen_lines_per_repo > 0 else None
+            gen_s.append(time.perf_counter() - t0)
             results.append({"repo": self.repos[i].name, "seqs": self.seqs[i], "arms": scored, "prompt": prompt,
-                             "prompt_tokens": prompt_tokens})
+                             "prompt_tokens": prompt_tokens, "generation": generated})
+        self.timings["generation_s"] = gen_s
         self.timings["per_repo_lora_s"] = per_repo_s
         self.timings["per_repo_lora_steps"] = o.per_repo_steps
         return {"results": results, "adapters": gen, "timings": self.timings}
@@ -347,6 +408,18 @@ def sequence_groups(seqs: list[Sequence]) -> list[tuple[list[Sequence], int]]:
     chunks = [s for s in seqs if s.kind == "chunk"]
     groups: list[tuple[list[Sequence], int]] = [(chunks, 1)] if chunks else []
     return groups + [([s], s.score_from) for s in seqs if s.kind != "chunk"]
+
+
+def repo_context(repo: RepoData) -> Any:
+    """The RepoContext of a repository's context files (what its adapter was generated from), re-extracted."""
+    from hypernet.context import RepoContext, extract_bytes
+
+    facts = {}
+    for rel, text in repo.context_texts().items():
+        res = extract_bytes(rel, text.encode("utf-8", "surrogateescape"))
+        if not isinstance(res, str):
+            facts[rel] = res
+    return RepoContext.build(facts, {}, max_file_bytes=1 << 30, max_files=1 << 30)
 
 
 def cached_bottom(split: SplitLM, ids: torch.Tensor, cache_dir: Path | None) -> torch.Tensor:

@@ -1,0 +1,83 @@
+"""`code2lora eval`'s generated completions: identifier cut points and next lines per adapter arm, the report
+section with intervals over repositories, paired differences, and side_by_side.md."""
+
+from __future__ import annotations
+
+import re
+
+from training.eval.report import build_report, markdown, write_report
+from training.eval.run import EvalOptions, Evaluator
+
+from .conftest import tiny_hypernet
+
+
+def test_generation_arms_report_and_side_by_side(tmp_path, toy_repos, tokenizer):
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=50, lines_per_repo=1, asserts_per_repo=0,
+                       cuts_per_repo=3, cut_mode="both", cut_prefix_tokens=64, ident_new_tokens=6,
+                       gen_lines_per_repo=2, line_prefix_tokens=48, line_new_tokens=40, side_by_side=2)
+    raw = Evaluator(model, tokenizer, net, toy_repos, feats, opts).run()
+    for res, repo in zip(raw["results"], toy_repos):
+        gen = res["generation"]
+        assert set(gen["ident"]) == {"boundary", "inside"}
+        assert set(gen["ident"]["boundary"]) == {"base", "own", "average", "other"}  # the prompt arm is no adapter
+        texts = repo.target_texts()
+        for cut in gen["cuts"]["boundary"]:
+            assert cut.target in repo.identifiers
+            assert re.search(re.escape(cut.prefix_text) + r"\s*" + re.escape(cut.target), texts[cut.path])
+        for cut in gen["cuts"]["inside"]:
+            assert cut.partial and cut.prefix_text.endswith(cut.partial) and cut.target.startswith(cut.partial)
+    assert sum(len(r["generation"]["cuts"]["boundary"]) for r in raw["results"]) > 0
+
+    report = build_report(raw, tokenizer, n_boot=50, side_by_side=2)
+    gen = report["generation"]
+    for mode in ("boundary", "inside"):
+        m = gen["modes"][mode]
+        assert 0.0 <= m["in_prompt_share"] <= 1.0 and m["n_cuts"] > 0
+        for cell in m["arms"].values():
+            assert 0.0 <= cell["ident_em"]["mean"] <= 1.0 and 0.0 <= cell["invented_rate"]["mean"] <= 1.0
+            assert cell["ident_em"]["lo"] <= cell["ident_em"]["mean"] <= cell["ident_em"]["hi"]
+            n_split = cell["ident_em_in_prompt"]["n"] + cell["ident_em_not_in_prompt"]["n"]
+            assert n_split == cell["ident_em"]["n"] == m["n_cuts"]
+        pairs = {(c["a"], c["b"]) for c in m["comparisons"]}
+        assert pairs == {("own", "base"), ("own", "average"), ("own", "other")}
+        assert all(len(c["repo_ci"]) == 2 and c["repos"] == len(toy_repos) for c in m["comparisons"])
+    assert set(gen["lines"]) == {"base", "own", "average", "other"}
+    assert all(0.0 <= c["line_edit_sim"]["mean"] <= 1.0 and c["line_em"]["n"] > 0 for c in gen["lines"].values())
+    assert report["timings"]["generation_s_mean"] > 0
+    md = markdown(report)
+    assert "What a user sees" in md and "EM, target not in prompt" in md and "line_edit_sim_teacher_forced" in md
+
+    files = write_report(report, tmp_path / "eval")
+    side = files["side_by_side"].read_text()
+    assert side.count("expected **`") == len(report["side_by_side"]) > 0
+    assert len(report["side_by_side"]) <= 2 * len(toy_repos)
+    for label in ("generated, own repo", "base model", "another repo's generated adapter"):
+        assert label in side
+    for sample in report["side_by_side"]:
+        assert set(sample["completions"]) == {"own", "base", "other"} and sample["prompt_tail"]
+
+
+def test_generation_is_deterministic_and_can_be_switched_off(toy_repos, tokenizer):
+    model, net, feats = tiny_hypernet(toy_repos[:2], tokenizer)
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=20, lines_per_repo=0, asserts_per_repo=0,
+                       cuts_per_repo=2, cut_prefix_tokens=48, ident_new_tokens=4, gen_lines_per_repo=1,
+                       line_prefix_tokens=32, line_new_tokens=40)
+    runs = [build_report(Evaluator(model, tokenizer, net, toy_repos[:2], feats, opts).run(), tokenizer, n_boot=20)
+            for _ in range(2)]
+    assert runs[0]["generation"] == runs[1]["generation"] and runs[0]["side_by_side"] == runs[1]["side_by_side"]
+    off = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=20, lines_per_repo=0, asserts_per_repo=0,
+                      cuts_per_repo=0, gen_lines_per_repo=0)
+    report = build_report(Evaluator(model, tokenizer, net, toy_repos[:2], feats, off).run(), tokenizer, n_boot=20)
+    assert "generation" not in report and "side_by_side" not in report
+
+
+def test_eval_cli_has_the_generation_options():
+    from typer.testing import CliRunner
+
+    from code2lora.cli import app
+
+    out = CliRunner().invoke(app, ["eval", "--help"])
+    assert out.exit_code == 0
+    for opt in ("--cuts", "--cut-mode", "--cut-prefix", "--gen-lines", "--side-by-side"):
+        assert opt in out.output, opt
