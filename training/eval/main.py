@@ -79,7 +79,8 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
         SentenceEncoder.load()
     t0 = time.perf_counter()
     feats = encode_repos(repos, use_sentence=hn.use_sentence, use_tokens=hn.use_tokens, tokenizer=tokenizer,
-                         embeddings=embeddings, cache=None, max_tokens=cfg.corpus.context_budget)
+                         embeddings=embeddings, cache=None, max_tokens=cfg.corpus.context_budget, model=model,
+                         token_source=hn.token_source, token_layers=hn.token_layers, token_chunk=hn.token_chunk)
     encode_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(repos))
     shared = None
     if shared_lora is not None:
