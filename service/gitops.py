@@ -72,6 +72,8 @@ def normalize_repo_url(raw: str, *, allow_local: bool) -> NormalizedURL:
         raise RepoURLError("url is empty")
     if any(c in url for c in "\n\r\t\0") or " " in url:
         raise RepoURLError("url contains whitespace or control characters")
+    if not url.isprintable() or any("\ud800" <= c <= "\udfff" for c in url):
+        raise RepoURLError("url contains invalid characters (control characters or lone surrogates)")
     if url.startswith("-"):
         raise RepoURLError("url must not start with '-' (option injection)")
     if "::" in url.split("/", 1)[0] or re.match(r"^[A-Za-z][A-Za-z0-9+.-]*::", url):

@@ -18,6 +18,7 @@ from service.settings import Settings
 from service.state import ServiceState
 
 BASE_MODEL_ID = "base"
+MAX_DB_INT = 2**31 - 1  # ids and version numbers are 32-bit integers in the DB
 _VERSION_RE = re.compile(r"^(?P<ref>.+?)@v(?P<n>\d+)$")
 
 
@@ -79,7 +80,9 @@ def resolve_model(state: ServiceState, session: Session, model: str) -> Resolved
     ref, number = model, None
     m = _VERSION_RE.match(model)
     if m and registry.find_repo(session, model) is None:
-        ref, number = m.group("ref"), int(m.group("n"))
+        ref, number = m.group("ref"), int(m.group("n")[:12])
+        if len(m.group("n")) > 9 or number > MAX_DB_INT:  # no such version; never an integer the DB cannot hold
+            raise ModelNotFound(f"The model '{model[:200]}' does not exist: no such version")
     repo = registry.find_repo(session, ref)
     if repo is None:
         raise ModelNotFound(f"The model '{model}' does not exist: no repository named or numbered '{ref}'")

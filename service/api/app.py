@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, health, jobs, repos, v1, webhooks
@@ -39,7 +39,15 @@ def _install_openai_errors(app: FastAPI) -> None:
             param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
             return v1.openai_error(400, f"{param or 'body'}: {first.get('msg', 'invalid request')}",
                                    "invalid_request_error", param)
-        return await request_validation_exception_handler(request, exc)
+        try:
+            return await request_validation_exception_handler(request, exc)
+        except UnicodeEncodeError:  # the echoed input holds a lone surrogate: escape it instead of a 500
+            import json
+
+            from fastapi.encoders import jsonable_encoder
+
+            body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+            return Response(body, status_code=422, media_type="application/json")
 
 
 def _install_database_errors(app: FastAPI) -> None:
@@ -64,6 +72,31 @@ def _install_database_errors(app: FastAPI) -> None:
     async def _queue_down(request: Request, exc: QueueUnavailable) -> JSONResponse:
         return JSONResponse({"detail": "job queue unavailable, nothing was queued; retry later"},
                             status_code=503, headers={"Retry-After": "5"})
+
+
+def _install_input_errors(app: FastAPI) -> None:
+    """Input the database cannot hold (an integer past 64 bits, a lone surrogate) is the client's error: 400.
+
+    The routes check such input first (`find_repo`, `resolve_model`, the request models); this is the net
+    under them, so an unauthenticated request can never turn one into a 500.
+    """
+    from sqlalchemy.exc import DataError, StatementError
+
+    async def _invalid(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("invalid input on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        message = "invalid input: a number out of range or text that is not valid Unicode"
+        if request.url.path.startswith("/v1/"):
+            return v1.openai_error(400, message, "invalid_request_error")
+        return JSONResponse({"detail": message}, status_code=400)
+
+    async def _statement(request: Request, exc: StatementError) -> JSONResponse:
+        if isinstance(exc.orig, (OverflowError, UnicodeError)):
+            return await _invalid(request, exc)
+        raise exc
+
+    for exc_type in (OverflowError, UnicodeEncodeError, DataError):
+        app.add_exception_handler(exc_type, _invalid)
+    app.add_exception_handler(StatementError, _statement)
 
 
 def create_app(settings: Settings | None = None, state: ServiceState | None = None) -> FastAPI:
@@ -100,6 +133,7 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     )
     _install_openai_errors(app)
     _install_database_errors(app)
+    _install_input_errors(app)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_request_bytes)
     if settings.cors_origins:  # closed unless an allow-list is configured
         from fastapi.middleware.cors import CORSMiddleware

@@ -26,8 +26,8 @@ class WebhookResult(BaseModel):
 def _json(body: bytes) -> dict[str, Any]:
     try:
         payload = json.loads(body)
-    except ValueError as exc:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not JSON") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting too deep (checked before any signature)
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body is not JSON (or nested too deeply)") from exc
     if not isinstance(payload, dict):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "body must be a JSON object")
     return payload

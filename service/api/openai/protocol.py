@@ -18,10 +18,28 @@ def random_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def _valid_text(value: Any) -> Any:
+    """Refuse lone surrogates (JSON allows `"\\ud800"`; the tokenizer, the DB and UTF-8 output do not)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("text contains a lone surrogate (invalid Unicode)") from None
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _valid_text(item)
+    return value
+
+
 class OpenAIModel(BaseModel):
     """Base: unknown request fields are ignored, as OpenAI clients send vendor extras."""
 
     model_config = ConfigDict(extra="ignore")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_lone_surrogates(cls, value: Any) -> Any:
+        return _valid_text(value)
 
 
 # ---- errors ---------------------------------------------------------------------------------
