@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         cut_prefix: int = typer.Option(384, "--cut-prefix", help="Prompt tokens before each cut point."),
         gen_lines: int = typer.Option(8, "--gen-lines", help="Generated next-line cases per repository (0: off)."),
         side_by_side: int = typer.Option(3, "--side-by-side", help="Cut points per repository in side_by_side.md."),
+        own_rank: bool = typer.Option(True, "--own-rank/--no-own-rank", help="Rank each repository's own adapter "
+                                      "among all generated ones on its chunks (N^2 top-layer passes)."),
         bootstrap: int = typer.Option(2000, help="Bootstrap resamples."),
         threads: int = typer.Option(2, help="torch threads."),
         extra_arm: list[str] = typer.Option([], "--extra-arm", help="NAME=DIR: PEFT adapters, one folder per "
@@ -54,7 +56,7 @@ def register(app: typer.Typer) -> None:
                            per_repo_lora_repos=per_repo_lora_repos, per_repo_steps=per_repo_steps, per_repo_lr=per_repo_lr,
                            per_repo_chunks=per_repo_chunks,
                            cuts_per_repo=cuts, cut_mode=cut_mode, cut_prefix_tokens=cut_prefix,
-                           gen_lines_per_repo=gen_lines, side_by_side=side_by_side,
+                           gen_lines_per_repo=gen_lines, side_by_side=side_by_side, own_rank=own_rank,
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None)
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)

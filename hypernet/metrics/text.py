@@ -6,6 +6,7 @@ import builtins
 import hashlib
 import keyword
 import re
+import typing
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -39,10 +40,12 @@ _COMMON.update(dir(builtins))
 _COMMON.update(keyword.kwlist)
 _COMMON.update(keyword.softkwlist)
 
-# Names that exist in every Python program: builtins, keywords, and the public attributes of builtin types.
+# Names that exist in every Python program: builtins, keywords, the public attributes of builtin types, and the
+# `typing` names (annotations use them everywhere; producing `Dict` is not inventing a name).
 BUILTIN_NAMES: frozenset[str] = frozenset(
     set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist)
     | {n for t in _BUILTIN_TYPES for n in dir(t) if not n.startswith("_")}
+    | {n for n in dir(typing) if not n.startswith("_")}
     | {"self", "cls", "args", "kwargs"}
 )
 

@@ -107,7 +107,7 @@ def test_known_and_repo_identifiers(ctx):
     known = known_identifiers(ctx)
     for name in ("restock_shelf", "ShelfLabel", "WAREHOUSE_LIMIT", "warehouse_bin", "barcode_digits",  # defined/param
                  "amount", "os", "path", "collections", "OrderedDict", "ODict", "stock", "shop",  # imports, modules
-                 "len", "sorted", "startswith", "append", "items", "return", "self"):  # builtins, keywords, attrs
+                 "len", "sorted", "startswith", "append", "items", "return", "self", "Optional"):  # builtins, attrs
         assert name in known, name
     assert "restock_shelves" not in known and "frobnicate" not in known
     repo = repo_identifiers(ctx)

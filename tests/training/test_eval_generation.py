@@ -45,7 +45,11 @@ def test_generation_arms_report_and_side_by_side(tmp_path, toy_repos, tokenizer)
     assert set(gen["lines"]) == {"base", "own", "average", "other"}
     assert all(0.0 <= c["line_edit_sim"]["mean"] <= 1.0 and c["line_em"]["n"] > 0 for c in gen["lines"].values())
     assert report["timings"]["generation_s_mean"] > 0
+    ranks = report["own_rank"]
+    assert ranks["n_adapters"] == len(toy_repos) and ranks["chance"] == (len(toy_repos) + 1) / 2
+    assert all(1 <= v["ident_loss"] <= len(toy_repos) for v in ranks["per_repo"].values())
     md = markdown(report)
+    assert "Mean rank of the own adapter" in md
     assert "What a user sees" in md and "EM, target not in prompt" in md and "line_edit_sim_teacher_forced" in md
 
     files = write_report(report, tmp_path / "eval")
@@ -79,5 +83,5 @@ def test_eval_cli_has_the_generation_options():
 
     out = CliRunner().invoke(app, ["eval", "--help"])
     assert out.exit_code == 0
-    for opt in ("--cuts", "--cut-mode", "--cut-prefix", "--gen-lines", "--side-by-side"):
+    for opt in ("--cuts", "--cut-mode", "--cut-prefix", "--gen-lines", "--side-by-side", "--no-own-rank"):
         assert opt in out.output, opt

@@ -259,6 +259,13 @@ def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int
         "prompt_tokens_mean": float(np.mean([r["prompt_tokens"] for r in raw["results"]])),
         "per_repo": per_repo(by_arm, names),
     }
+    ranks = raw.get("own_rank")
+    if ranks and ranks["repos"]:
+        report["own_rank"] = {"n_adapters": ranks["n_adapters"], "chance": ranks["chance"],
+                              "mean_loss_rank": float(np.mean(ranks["loss"])),
+                              "mean_ident_loss_rank": float(np.mean(ranks["ident_loss"])),
+                              "per_repo": {r: {"loss": a, "ident_loss": b}
+                                           for r, a, b in zip(ranks["repos"], ranks["loss"], ranks["ident_loss"])}}
     generation = generation_report(raw, n_boot, seed)
     if generation is not None:
         report["generation"] = generation
@@ -313,6 +320,11 @@ def markdown(report: dict[str, Any]) -> str:
               f"hypernet forward {t['hypernet_forward_ms_mean']:.1f} ms). Per-repository LoRA: "
               f"{t['per_repo_lora_s_mean']:.1f} s each ({t['per_repo_lora_steps']} steps, including its forward passes). "
               f"Context in prompt: {report['prompt_tokens_mean']:.0f} extra prompt tokens per sequence."]
+    if report.get("own_rank"):
+        r = report["own_rank"]
+        lines += ["", f"Mean rank of the own adapter among the {r['n_adapters']} generated adapters on each repository's "
+                  f"chunks (1 = lowest loss, chance {r['chance']:.1f}): {r['mean_ident_loss_rank']:.2f} on "
+                  f"repo-identifier tokens, {r['mean_loss_rank']:.2f} on all tokens."]
     if report.get("generation"):
         lines += ["", *generation_markdown(report["generation"], report["timings"].get("generation_s_mean"))]
     return "\n".join(lines) + "\n"

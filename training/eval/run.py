@@ -78,6 +78,7 @@ class EvalOptions:
     line_new_tokens: int = 24
     gen_batch: int = 16
     side_by_side: int = 3  # cut points per repository in side_by_side.md
+    own_rank: bool = True  # rank the own adapter among all generated ones on each repository's chunks (N^2 passes)
 
 
 @dataclass
@@ -313,6 +314,28 @@ class Evaluator:
             self._store(key, res[-1:])
         return res, len(prompt_ids)
 
+    def own_ranks(self, adapters: list[dict]) -> dict[str, Any]:
+        """On each repository's chunks, the loss and identifier loss under every generated adapter, and the rank of
+        the repository's own adapter among them (1 = lowest loss; chance = (N + 1) / 2)."""
+        n = len(adapters)
+        out: dict[str, Any] = {"n_adapters": n, "chance": (n + 1) / 2, "repos": [], "loss": [], "ident_loss": []}
+        for i in range(n):
+            chunks = [s for s in self.seqs[i] if s.kind == "chunk"]
+            if not chunks or len({len(s.ids) for s in chunks}) != 1:
+                continue
+            ids = torch.tensor([s.ids for s in chunks])
+            idm = torch.tensor([s.ident[1:] for s in chunks])
+            h = self._bottom(ids)
+            losses, ident = [], []
+            for j in range(n):
+                ce, _ = _score(self.split, h, ids, adapters[j], self.scaling, 1)
+                losses.append(float(ce.mean()))
+                ident.append(float(ce[idm].mean()) if bool(idm.any()) else float("nan"))
+            out["repos"].append(self.repos[i].name)
+            for key, vals in (("loss", losses), ("ident_loss", ident)):
+                out[key].append(1 + sum(v < vals[i] for k, v in enumerate(vals) if k != i))
+        return out
+
     def generation(self, i: int, arms: dict[str, tuple[dict | None, float]]) -> dict[str, Any]:
         """Identifier cut points (per cut mode) and next-line cases on repository i's held-out target files, each
         completed greedily under every given arm (one batched call per arm, the adapter applied to the full model
@@ -391,10 +414,11 @@ class Evaluator:
             gen_s.append(time.perf_counter() - t0)
             results.append({"repo": self.repos[i].name, "seqs": self.seqs[i], "arms": scored, "prompt": prompt,
                              "prompt_tokens": prompt_tokens, "generation": generated})
+        ranks = self.own_ranks(gen) if o.own_rank and n > 1 else None
         self.timings["generation_s"] = gen_s
         self.timings["per_repo_lora_s"] = per_repo_s
         self.timings["per_repo_lora_steps"] = o.per_repo_steps
-        return {"results": results, "adapters": gen, "timings": self.timings}
+        return {"results": results, "adapters": gen, "timings": self.timings, "own_rank": ranks}
 
 
 def eval_sequences(repo: RepoData, opts: EvalOptions) -> list[Sequence]:
