@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     max_prompts_per_request: int = Field(32, ge=1, description="Prompts in one /v1/completions request.")
     max_inflight_tokens: int = Field(65536, ge=1, description="Requested completion tokens (rows x max_tokens) in "
                                      "flight before 503 + Retry-After; one request over it alone: 400.")
+    trust_proxy_headers: bool = Field(False, description="`code2lora serve`: take the client address from "
+                                      "X-Forwarded-For/Forwarded (only from forwarded_allow_ips); off: never.")
+    forwarded_allow_ips: str = Field("127.0.0.1", description="Proxies trusted when trust_proxy_headers is on.")
     cors_origins: list[str] = Field(default_factory=list, description="CORS allow-list; empty = CORS closed.")
 
     api_keys: list[str] = Field(default_factory=list, description="Bearer tokens for /v1; empty = open on loopback.")

@@ -26,8 +26,12 @@ def serve(
     configure_logging(log_level, json_logs=settings.json_logs)
     # uvicorn finishes in-flight requests on SIGTERM (graceful shutdown), then the lifespan stops
     # the queue (running jobs finish; queued ones stay in the DB and resume on the next start).
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 by default: anyone on the machine could then pick the
+    # address that rate limits and the audit trail see. Only when configured (behind a real proxy).
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level,
-                log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s)
+                log_config=None, timeout_graceful_shutdown=settings.shutdown_grace_s,
+                proxy_headers=settings.trust_proxy_headers,
+                forwarded_allow_ips=settings.forwarded_allow_ips if settings.trust_proxy_headers else None)
 
 
 def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.")) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 import time
 
@@ -70,10 +71,17 @@ class TokenBuckets:
 
 
 def client_key(request: Request) -> str:
-    """Rate-limit identity: the API key's hash if one is sent, else the client address."""
+    """Rate-limit identity: a *configured* API key's hash, else the client address (a made-up bearer token
+    must not buy a fresh bucket; the address is the peer's, see `trust_proxy_headers`)."""
     auth = request.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
-        return "key:" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()[:16]
+        hashed = "sha256:" + hashlib.sha256(auth[7:].strip().encode()).hexdigest()
+        state = getattr(request.app.state, "c2l", None)
+        keys = state.settings.api_keys if state is not None else []
+        for key in keys:
+            expected = key if key.startswith("sha256:") else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+            if hmac.compare_digest(hashed, expected):
+                return "key:" + hashed[7:23]
     return "ip:" + (request.client.host if request.client else "unknown")
 
 

@@ -16,12 +16,12 @@ def test_body_over_limit_is_413(client_for) -> None:
 
 
 def test_rate_limit_429_with_retry_after(client_for) -> None:
-    client = client_for(rate_limit_per_s=0.01, rate_limit_burst=2)
+    client = client_for(rate_limit_per_s=0.01, rate_limit_burst=2, api_keys=["k1", "other"], bearer="k1")
     assert [client.get("/v1/models").status_code for _ in range(2)] == [200, 200]
     limited = client.get("/v1/models")
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
     assert limited.json()["error"]["message"] == "rate limit exceeded"  # OpenAI shape under /v1
-    # another API key has its own bucket
+    # another configured API key has its own bucket (a made-up token does not: test_proxy_headers.py)
     assert client.get("/v1/models", headers={"Authorization": "Bearer other"}).status_code == 200
 
 
