@@ -5,7 +5,8 @@ Tasks built from the target files:
   defined in the repository's *context* files (the adapter can only know those from the context);
 - ``line``: line completion (prefix = up to ``prefix_tokens`` tokens before the line, target = the line);
 - ``assert``: assertion completion from the extractor (prefix = test code up to the asserted value).
-Repositories are split into train / val / test by a seeded hash of their name, never by file.
+Repositories are split into train / val / test by a seeded hash of their name, never by file. With the ``"public"``
+source, the public manifest fixes the split of its GitHub repositories and every other repository is train.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hypernet.metrics.text import mark_tokens as _mark
 from training.data.sources import (
     RepoSource,
     git_repos,
+    public_repos,
     python_files,
     site_packages,
     stable_hash,
@@ -58,15 +60,53 @@ class CorpusConfig:
     n_val: int = 6
     seed: int = 0
     max_repos: int | None = None
-    sources: list[str] = field(default_factory=lambda: ["stdlib", "site-packages"])
+    sources: list[str] = field(default_factory=lambda: ["stdlib", "site-packages"])  # + "public" (GitHub manifest)
     site_paths: list[str] = field(default_factory=list)
     git_paths: list[str] = field(default_factory=list)
     exclude: list[str] = field(default_factory=list)
     dedupe_share: float = 0.5  # drop a repository when this share of its files already appeared elsewhere
+    # --- fields below are left out of key() while they hold their defaults (older cache keys stay valid) ---
+    public_manifest: str = ""  # "" = training/data/public_manifest.json
+    public_dir: str = ""  # where the manifest was materialised; "" = data/public under the repository root
+    # With "public" in sources: the manifest's split is used verbatim for its repositories and every other
+    # repository (stdlib, site-packages, git) is train, so no test repository is ever seen in training. False: one
+    # hash split over all repositories, manifest ignored. Without "public" this field does nothing.
+    splits_from_manifest: bool = True
+    # Public GitHub projects are often one module plus tests: lower bars for origin "github" only.
+    small_repo_min_files: int = 2
+    small_repo_min_identifiers: int = 3
+    small_repo_min_ident_tokens: int = 3
 
     def key(self) -> str:
-        """Cache key for this configuration."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        """Cache key for this configuration (new fields at their defaults are left out; the public manifest's
+        content counts when the "public" source is on, so editing the manifest invalidates the cache)."""
+        d = asdict(self)
+        for name, default in _KEY_OPTIONAL.items():
+            if d[name] == default:
+                del d[name]
+        if "public" in self.sources:
+            path = Path(self.public_manifest) if self.public_manifest else _default_manifest()
+            d["public_manifest_sha256"] = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def thresholds(self, origin: str) -> tuple[int, int, int]:
+        """(min_files, min_identifiers, min_ident_tokens) for a repository of this origin."""
+        if origin == "github":
+            return self.small_repo_min_files, self.small_repo_min_identifiers, self.small_repo_min_ident_tokens
+        return self.min_files, self.min_identifiers, self.min_ident_tokens
+
+
+# Fields added after caches existed, with their defaults: key() skips them at these values.
+_KEY_OPTIONAL: dict[str, Any] = {
+    "public_manifest": "", "public_dir": "", "splits_from_manifest": True, "small_repo_min_files": 2,
+    "small_repo_min_identifiers": 3, "small_repo_min_ident_tokens": 3,
+}
+
+
+def _default_manifest() -> Path:
+    from training.data.public import MANIFEST
+
+    return MANIFEST
 
 
 @dataclass
@@ -144,8 +184,11 @@ def discover_repos(config: CorpusConfig) -> list[RepoSource]:
     if "site-packages" in config.sources:
         found += site_packages(config.site_paths or None)
     found += git_repos(config.git_paths)
+    if "public" in config.sources:
+        found += public_repos(config.public_manifest or None, config.public_dir or None)
     excluded = set(config.exclude)
-    return [r for r in found if r.name not in excluded and r.name.split("/", 1)[-1] not in excluded]
+    return [r for r in found if r.name not in excluded and r.name.split("/", 1)[-1] not in excluded
+            and r.name.rsplit("/", 1)[-1] not in excluded]
 
 
 def split_repos(names: Iterable[str], n_test: int, n_val: int, seed: int) -> dict[str, str]:
@@ -212,8 +255,13 @@ def sample_files(src: RepoSource, cfg: CorpusConfig) -> list[str]:
     return sorted(tests + rest)
 
 
-def split_files(name: str, files: list[str], cfg: CorpusConfig) -> tuple[list[str], list[str]]:
-    """(context, targets): test files are targets; other files by a seeded hash; each side non-empty."""
+def split_files(name: str, files: list[str], cfg: CorpusConfig,
+                keep_context: bool = False) -> tuple[list[str], list[str]]:
+    """(context, targets): test files are targets; other files by a seeded hash; each side non-empty.
+
+    ``keep_context``: when the hash put every non-test file in the targets, move one back to the context (a
+    one-module-plus-tests project then reads its module and is scored on its tests).
+    """
     from hypernet.context.textutil import is_test_path
 
     context, targets = [], []
@@ -226,6 +274,12 @@ def split_files(name: str, files: list[str], cfg: CorpusConfig) -> tuple[list[st
         move = max(context, key=lambda p: stable_hash(str(cfg.seed), "move", name, p))
         context.remove(move)
         targets.append(move)
+    if keep_context and not context:
+        back = [p for p in targets if not is_test_path(p)]
+        if back:
+            move = max(back, key=lambda p: stable_hash(str(cfg.seed), "move", name, p))
+            targets.remove(move)
+            context.append(move)
     return context, sorted(targets)
 
 
@@ -234,7 +288,8 @@ def build_repo(src: RepoSource, files: dict[str, bytes], tokenizer: Any, cfg: Co
     """Split files, extract the context (context files only), and build the tasks from the target files."""
     from hypernet.context import RepoContext, extract_bytes
 
-    context_files, target_files = split_files(src.name, sorted(files), cfg)
+    _, min_identifiers, min_ident_tokens = cfg.thresholds(src.origin)
+    context_files, target_files = split_files(src.name, sorted(files), cfg, keep_context=src.origin == "github")
     if not context_files or not target_files:
         return None
     facts = {}
@@ -247,7 +302,7 @@ def build_repo(src: RepoSource, files: dict[str, bytes], tokenizer: Any, cfg: Co
         return None
     ctx = RepoContext.build(ctx_files, {}, max_file_bytes=cfg.max_file_bytes, max_files=cfg.max_files)
     ident = {n for n in ctx.defined_identifiers() if is_specific_identifier(n)}
-    if len(ident) < cfg.min_identifiers:
+    if len(ident) < min_identifiers:
         return None
     n_chunks = n_chunks or cfg.chunks_per_repo
     counter = count_tokens or (lambda s: len(tokenizer(s, add_special_tokens=False)["input_ids"]))
@@ -280,7 +335,7 @@ def build_repo(src: RepoSource, files: dict[str, bytes], tokenizer: Any, cfg: Co
         if seq is not None:
             data.lines.append(seq)
     data.asserts = sorted(asserts, key=lambda s: rank(f"{s.file}:{s.target}:{len(s.ids)}", 0))[: cfg.asserts_per_repo]
-    if not data.chunks or sum(c.n_ident() for c in data.chunks) < cfg.min_ident_tokens:
+    if not data.chunks or sum(c.n_ident() for c in data.chunks) < min_ident_tokens:
         return None
     return data
 
@@ -294,12 +349,18 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
         if payload.get("format") == CORPUS_FORMAT:
             return [RepoData.from_json(r) for r in payload["repos"]]
     sources = discover_repos(cfg)
-    # The split is drawn over candidate names first, so eval repositories get more chunks; a failed candidate
-    # just leaves its slot empty. Families (httpx / httpx2) are one repository: only the first copy is kept.
+    manifest_splits = "public" in cfg.sources and cfg.splits_from_manifest
+    if manifest_splits:
+        # Held-out public repositories first: the family and file dedupes keep the first copy, so a test or val
+        # repository is never dropped for sharing files with a training one (the training copy goes instead).
+        rank = {"test": 0, "val": 1}
+        sources = sorted(sources, key=lambda s: rank.get(s.split, 2))  # stable: the usual order otherwise
+    # Families (httpx / httpx2) are one repository: only the first copy is kept. The family is the last name
+    # component, so gh/pallets/itsdangerous and pypi/itsdangerous are one family too.
     family_seen: set[str] = set()
     unique = []
     for src in sources:
-        family = re.sub(r"[\d_]+$", "", src.name.split("/", 1)[-1].lower())
+        family = re.sub(r"[\d_]+$", "", src.name.rsplit("/", 1)[-1].lower())
         if family not in family_seen:
             family_seen.add(family)
             unique.append(src)
@@ -325,7 +386,7 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
                 dup += 1
                 continue
             files[rel] = data
-        if len(files) < cfg.min_files or dup > cfg.dedupe_share * (dup + len(files)):
+        if len(files) < cfg.thresholds(src.origin)[0] or dup > cfg.dedupe_share * (dup + len(files)):
             continue
         seen.update(hashlib.sha256(b).hexdigest() for b in files.values())
         try:
@@ -339,7 +400,11 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
             repos.append(repo)
         if cfg.max_repos and len(repos) >= cfg.max_repos:
             break
-    splits = split_repos([r.name for r in repos], cfg.n_test, cfg.n_val, cfg.seed)
+    if manifest_splits:
+        fixed = {s.name: s.split for s in sources if s.split}
+        splits = {r.name: fixed.get(r.name, "train") for r in repos}
+    else:
+        splits = split_repos([r.name for r in repos], cfg.n_test, cfg.n_val, cfg.seed)
     for r in repos:
         r.split = splits[r.name]
         # the best-ranked ones: an eval repository's chunks do not depend on chunks_per_repo

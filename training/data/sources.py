@@ -1,13 +1,17 @@
-"""Where repositories come from: stdlib packages, site-packages packages (vendored copies dropped), git repos by path."""
+"""Where repositories come from: stdlib packages, site-packages packages (vendored copies dropped), git repos by path,
+and materialised public GitHub repositories listed in a manifest (``training/data/public.py``)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
+log = logging.getLogger(__name__)
 # Folders that hold copies of other projects, caches, or generated/binary-only code.
 SKIP_DIRS = frozenset({
     "_vendor", "vendor", "vendored", "_vendored", "extern", "_distutils", "__pycache__", ".git", "node_modules",
@@ -28,7 +32,8 @@ class RepoSource:
 
     name: str
     root: str
-    origin: str  # "stdlib" | "site-packages" | "git"
+    origin: str  # "stdlib" | "site-packages" | "git" | "github"
+    split: str = ""  # "train" | "val" | "test" when a manifest fixes it; "" = decided by the corpus
 
 
 def _is_package(path: Path) -> bool:
@@ -58,6 +63,32 @@ def site_packages(paths: list[str] | None = None) -> list[RepoSource]:
 def git_repos(paths: list[str]) -> list[RepoSource]:
     """Git working trees given by path."""
     return [RepoSource(f"git/{Path(p).resolve().name}", str(Path(p).resolve()), "git") for p in paths]
+
+
+def public_repos(manifest_path: str | Path | None = None, root: str | Path | None = None) -> list[RepoSource]:
+    """Materialised public repositories of the manifest (``gh/<owner>/<name>``, origin "github", manifest split).
+
+    Only folders whose ``.commit`` stamp equals the manifest commit count: another commit's tree is not the
+    manifest's repository. Missing ones are reported once (run ``python -m training.data.public materialize``).
+    """
+    from training.data.public import DEFAULT_DEST, MANIFEST, folder_name, is_materialized
+
+    path = Path(manifest_path or MANIFEST)
+    if not path.is_file():
+        log.warning("no public manifest at %s: the public source is empty", path)
+        return []
+    base = Path(root or DEFAULT_DEST)
+    out, missing = [], 0
+    for entry in json.loads(path.read_text())["repos"]:
+        folder = base / folder_name(entry["repo"])
+        if not is_materialized(folder, entry["commit"]):
+            missing += 1
+            continue
+        out.append(RepoSource(f"gh/{entry['repo']}", str(folder), "github", entry["split"]))
+    if missing:
+        log.warning("%d of %d public repositories are not materialised under %s "
+                    "(python -m training.data.public materialize)", missing, missing + len(out), base)
+    return out
 
 
 def python_files(root: Path, max_file_bytes: int) -> list[str]:
