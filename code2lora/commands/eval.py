@@ -28,11 +28,11 @@ def register(app: typer.Typer) -> None:
         prompt_budget: int = typer.Option(256, help="Rendered-context tokens in the prompt arm."),
         lines: int = typer.Option(4, help="Line-completion examples per repository."),
         asserts: int = typer.Option(4, help="Assertion-completion examples per repository."),
-        cuts: int = typer.Option(12, "--cuts", help="Identifier cut points per repository and cut mode (0: off)."),
+        cuts: int = typer.Option(8, "--cuts", help="Identifier cut points per repository and cut mode (0: off)."),
         cut_mode: str = typer.Option("boundary", "--cut-mode", help="boundary (prompt ends before the identifier), "
                                      "inside (after its first token) or both."),
-        cut_prefix: int = typer.Option(384, "--cut-prefix", help="Prompt tokens before each cut point."),
-        gen_lines: int = typer.Option(8, "--gen-lines", help="Generated next-line cases per repository (0: off)."),
+        cut_prefix: int = typer.Option(256, "--cut-prefix", help="Prompt tokens before each cut point."),
+        gen_lines: int = typer.Option(4, "--gen-lines", help="Generated next-line cases per repository (0: off)."),
         side_by_side: int = typer.Option(3, "--side-by-side", help="Cut points per repository in side_by_side.md."),
         own_rank: bool = typer.Option(True, "--own-rank/--no-own-rank", help="Rank each repository's own adapter "
                                       "among all generated ones on its chunks (N^2 top-layer passes)."),

@@ -66,7 +66,9 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
     tokenizer = load_tokenizer(cfg.base_model)
     model = load_base_model(cfg.base_model)
     model.config.use_cache = False
-    corpus = build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=False)
+    # repositories given only as paths are built on the fly: no need to build (or load) the whole corpus
+    only_paths = all(r not in ("test", "val", "train") and Path(r).is_dir() for r in opts.repos)
+    corpus = [] if only_paths else build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=False)
     repos = select_repos(opts.repos, corpus, cfg, tokenizer)
     if opts.max_repos:
         repos = repos[: opts.max_repos]
