@@ -1,8 +1,8 @@
 """Screenshots of the admin dashboard (docs/img/admin-*.png), taken in headless Chromium on real data.
 
 Runs the service on loopback with a tiny random base model and a perturbed hypernet checkpoint (so that
-adapters differ), registers two local repositories, pushes commits and regenerates, computes each
-version's eval loss (next-token loss with the adapter on the repository's own Python files), pins a
+adapters differ), registers two local repositories, pushes commits and regenerates (the service itself scores
+every version on the repository's held-out files and gates its promotion; nothing here writes metrics), pins a
 version, sends a few completions, makes one job fail, then photographs the pages.
 
     .venv/bin/python bench/screenshots.py [--out docs/img]
@@ -60,30 +60,6 @@ def commit(path: Path, files: dict[str, str], message: str) -> None:
     repo.index.commit(message)
 
 
-def record_eval_losses(state, model_dir: Path, sources: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
-    """Store metrics["eval_loss"] on every version: next-token loss with its adapter on the repo's files."""
-    import torch
-
-    from hypernet.adapter import read_adapter
-    from hypernet.basemodel import load_base_model, load_tokenizer
-    from hypernet.lora_apply import applied_lora
-    from service.db.models import Repository
-
-    model, tok = load_base_model(model_dir), load_tokenizer(model_dir)
-    with state.sessions() as s:
-        for repo in s.query(Repository):
-            if repo.name not in sources:
-                continue
-            text = "\n".join(p.read_text() for p in sorted(sources[repo.name].rglob("*.py")))
-            ids = torch.tensor([tok(text)["input_ids"][:256]])
-            for v in repo.versions:
-                config, tensors = read_adapter(Path(v.artifact_path))
-                with torch.no_grad(), applied_lora(model, tensors, config["lora_alpha"] / config["r"]):
-                    loss = float(model(input_ids=ids, labels=ids).loss)
-                v.metrics = {**(v.metrics or {}), "eval_loss": round(loss, 4)}
-        s.commit()
-
-
 def main() -> None:
     """Build the demo state and write the screenshots."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -116,7 +92,6 @@ def main() -> None:
             for i, files in enumerate(PUSHES):
                 commit(sources["shapes"], files, f"push {i + 1}")
                 wait_job(api, api.post("/repos/shapes/regenerate").json()["id"])
-            record_eval_losses(app.state.c2l, model_dir, sources)
             api.post("/repos/shapes/versions/2/pin")
             for model in ("shapes", "shapes", "textkit", "base", "shapes@v3"):
                 api.post("/v1/completions", json={"model": model, "prompt": "def area", "max_tokens": 8})

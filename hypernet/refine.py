@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from hypernet.lora_apply import applied_lora
+from hypernet.metrics import identifier_spans, mark_tokens, stable_hash
 
 if TYPE_CHECKING:
     from hypernet.adapter import LoraTensors
@@ -33,13 +34,13 @@ Progress = Callable[[float, str], None]
 class RefineConfig:
     """Budget and loss of one refinement. `steps` and `max_seconds` both bound it; the first reached stops it."""
 
-    steps: int = 60
-    max_seconds: float = 90.0
-    lr: float = 5e-4
+    steps: int = 40
+    max_seconds: float = 75.0
+    lr: float = 1e-3
     kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
-    seq_len: int = 256
-    batch: int = 4
+    seq_len: int = 128
+    batch: int = 2
     val_fraction: float = 0.15  # share of files (by path hash) held for early stopping
     val_windows: int = 8  # at most this many validation windows are scored per check
     max_train_windows: int = 512
@@ -69,26 +70,7 @@ class _Stream:
 
 
 def _stable_unit(seed: int, path: str) -> float:
-    import hashlib
-
-    h = hashlib.sha256(f"refine-val\0{seed}\0{path}".encode("utf-8", "surrogateescape")).digest()
-    return int.from_bytes(h[:8], "little") / 2**64
-
-
-def _ident_spans(text: str, idents: set[str]) -> list[tuple[int, int]]:
-    try:
-        from hypernet.metrics import identifier_spans
-    except ImportError:  # pragma: no cover - the shared definitions live in hypernet.metrics
-        from hypernet.metrics.text import identifier_spans
-    return identifier_spans(text, idents)
-
-
-def _mark(offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[bool]:
-    try:
-        from hypernet.metrics import mark_tokens
-    except ImportError:  # pragma: no cover
-        from hypernet.metrics.text import mark_tokens
-    return mark_tokens(offsets, spans)
+    return stable_hash("refine-val", seed, path) / 2**64
 
 
 def tokenize_files(tokenizer: Any, files: Mapping[str, str], repo_idents: set[str]) -> tuple[list[int], list[bool]]:
@@ -102,7 +84,7 @@ def tokenize_files(tokenizer: Any, files: Mapping[str, str], repo_idents: set[st
             continue
         enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         ids.extend(enc["input_ids"])
-        marks.extend(_mark([tuple(o) for o in enc["offset_mapping"]], _ident_spans(text, repo_idents)))
+        marks.extend(mark_tokens([tuple(o) for o in enc["offset_mapping"]], identifier_spans(text, repo_idents)))
         if sep is not None:
             ids.append(sep)
             marks.append(False)
@@ -221,7 +203,9 @@ def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: fl
     train_first = train_last = math.nan
     report(0.0, f"refining on {train.ids.shape[0]} windows of {train.ids.shape[1]} tokens"
                 f" ({int(train.ident.sum())} identifier tokens), validating on {val.ids.shape[0]}")
+    step_s = 0.0
     for step in range(1, cfg.steps + 1):
+        t_step = time.perf_counter()
         batch_idx = []
         for _ in range(min(cfg.batch, train.ids.shape[0])):
             if cursor == len(order):
@@ -246,9 +230,11 @@ def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: fl
         train_last = float(loss.detach())
         if step == 1:
             train_first = train_last
+        step_s = max(step_s, time.perf_counter() - t_step)
         elapsed = time.perf_counter() - t0
         report(step / cfg.steps, f"step {step}/{cfg.steps}: loss {train_last:.4f}")
-        last = step == cfg.steps or elapsed >= cfg.max_seconds
+        out_of_time = elapsed + step_s > cfg.max_seconds  # another step would not fit the budget
+        last = step == cfg.steps or out_of_time
         if has_val and (step % cfg.eval_every == 0 or last):
             v = _validate(model, params, scaling, val, cfg.ident_weight, cfg.batch)
             history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}})
@@ -259,7 +245,7 @@ def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: fl
                 if bad_checks >= cfg.patience:
                     stopped = "early"
                     break
-        if elapsed >= cfg.max_seconds:
+        if out_of_time and step < cfg.steps:
             stopped = "time"
             break
     if not has_val:  # nothing to select on: keep the last tensors

@@ -48,7 +48,8 @@ class Settings(BaseSettings):
     eval_chunks: int = Field(4, ge=1, description="Teacher-forced loss windows per arm.")
     eval_seq_len: int = Field(128, ge=16, description="Tokens per loss window.")
     eval_cuts: int = Field(8, ge=0, description="Identifier-completion cut points per arm.")
-    eval_lines: int = Field(4, ge=0, description="Next-line completion cases per arm.")
+    eval_lines: int = Field(0, ge=0, description="Next-line completion cases per arm (generation is the slow part; "
+                            "0 = off).")
     eval_min_files: int = Field(4, ge=2, description="Repositories with fewer source files are too small to "
                                 "measure: no held-out slice, versions say so.")
     eval_heldout_fraction: float = Field(0.15, gt=0, lt=1, description="Share of non-test files held out.")
@@ -62,14 +63,14 @@ class Settings(BaseSettings):
 
     # Refinement: train the active adapter's A and B on the repository's own context files.
     refine_after_ingest: bool = Field(False, description="Queue a refine job after every ingest/regenerate.")
-    refine_steps: int = Field(60, ge=1, description="Optimizer steps of one refinement.")
-    refine_max_seconds: float = Field(90.0, gt=0, description="Wall-time cap of one refinement's training.")
-    refine_lr: float = Field(5e-4, gt=0, description="Adam learning rate on A and B.")
+    refine_steps: int = Field(40, ge=1, description="Optimizer steps of one refinement.")
+    refine_max_seconds: float = Field(75.0, gt=0, description="Wall-time cap of one refinement's training.")
+    refine_lr: float = Field(1e-3, gt=0, description="Adam learning rate on A and B.")
     refine_kl_weight: float = Field(1.0, ge=0, description="Weight of the KL to the starting adapter on "
                                     "non-identifier tokens.")
     refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")
-    refine_seq_len: int = Field(256, ge=16, description="Tokens per training window.")
-    refine_batch: int = Field(4, ge=1, description="Windows per step.")
+    refine_seq_len: int = Field(128, ge=16, description="Tokens per training window.")
+    refine_batch: int = Field(2, ge=1, description="Windows per step.")
 
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
     cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")

@@ -20,6 +20,8 @@ def sample_token(logits: torch.Tensor, temperature: float, top_p: float, gen: to
     if temperature <= 0.0:
         return int(torch.argmax(logits).item())
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if torch.isnan(probs).any():  # a vanishing temperature (e.g. 5e-324) overflows to inf - inf: that is greedy
+        return int(torch.argmax(logits).item())
     if top_p < 1.0:
         sorted_probs, order = torch.sort(probs, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)

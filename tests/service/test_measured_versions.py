@@ -320,3 +320,47 @@ def test_refine_after_ingest_setting(client_for, trained_model_dir: Path, invent
         refine_jobs = s.query(Job).filter_by(repository_id=rid, kind="refine").all()
     assert len(refine_jobs) == 1
     assert wait_job(client, refine_jobs[0].id)["status"] == "succeeded"
+
+
+def test_local_engine_scores_on_its_own_weights_without_touching_serving(client_for, trained_model_dir: Path,
+                                                                          inventory_repo: Path) -> None:
+    client = client_for(base_model_path=trained_model_dir, engine="local")
+    state = client.app.state.c2l
+    engine_model = state.serving_engine.model
+    params = list(engine_model.parameters())
+    before = [p.detach().clone() for p in params]
+    rid = _ingest(client, str(inventory_repo))
+    [v1] = client.get(f"/repos/{rid}/versions").json()
+    assert v1["metrics"]["eval"]["candidate"]["loss"] > 0
+
+    from service import evaluation
+
+    view, _tok = evaluation.scoring_model(state).get(state)
+    assert view is not engine_model
+    shared = {id(p) for p in engine_model.parameters()}
+    assert all(id(p) in shared for p in view.parameters())  # the same tensors: no second copy of the weights
+    assert not any(type(m).__name__ == "StackedLoRALinear" for m in view.modules())
+    assert not any(m._forward_hooks for m in engine_model.modules())  # scoring's LoRA hooks never reached serving
+    assert all(torch.equal(b, p) for b, p in zip(before, params))
+    body = {"model": "base", "prompt": "def reconcile_", "max_tokens": 4, "temperature": 0}
+    assert client.post("/v1/completions", json=body).status_code == 200
+
+
+def test_refine_command_offline(trained_model_dir: Path, inventory_repo: Path, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from code2lora.cli import app
+
+    monkeypatch.setenv("CODE2LORA_DATA_DIR", str(tmp_path / "d"))
+    monkeypatch.setenv("CODE2LORA_REFINE_SEQ_LEN", "64")
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["refine", str(inventory_repo), "--base-model", str(trained_model_dir),
+                                   "--steps", "4", "--lr", "0.01", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    d = json.loads(out.read_text())
+    assert set(d) >= {"base", "generated", "refined", "refined_minus_generated", "refine", "wall_s", "heldout_files"}
+    assert d["generated"]["loss"] > 0 and d["refined"]["ident_loss"] is not None and d["wall_s"]["total"] > 0
+    assert d["refine"]["steps"] <= 4 and d["context_files"] + len(d["heldout_files"]) == len(FILES)
