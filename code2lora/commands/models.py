@@ -21,8 +21,13 @@ def prepare(
     if is_prepared(target) and not force:
         typer.echo(f"already prepared: {target}")
         return
-    typer.echo(f"converting the bundled GGUF into {target} (about a minute) ...")
-    typer.echo(str(prepare_bundled(cache_dir, force=force)))
+    import time
+
+    typer.echo(f"converting the bundled GGUF (SmolLM2-135M-Instruct, 98 MB) into {target}, once: about 1 minute "
+               "on an idle 2-core CPU, up to 3 on a busy one (config, tokenizer and de-quantised weights) ...")
+    start = time.monotonic()
+    path = prepare_bundled(cache_dir, force=force)
+    typer.echo(f"prepared {path} in {time.monotonic() - start:.0f} s")
 
 
 @models_app.command("list")
