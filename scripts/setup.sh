@@ -26,9 +26,10 @@ fi
 # pip's own output stays visible (one line per package); only the find-links noise is filtered. The
 # filter must not hide pip's exit status.
 pip() {
-  "$VENV/bin/python" -m pip --disable-pip-version-check --progress-bar on "$@" 2>&1 \
-    | grep --line-buffered -v "is ignored: it is neither"
-  return "${PIPESTATUS[0]}"
+  local rc=0
+  PIP_PROGRESS_BAR=on "$VENV/bin/python" -m pip --disable-pip-version-check "$@" 2>&1 \
+    | { grep --line-buffered -v "is ignored: it is neither" || true; } || rc=$?
+  return "$rc"
 }
 
 # torch first and pinned: an unpinned torch would pull a multi-GB CUDA build.
