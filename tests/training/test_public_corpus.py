@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from training.data import public
-from training.data.corpus import CorpusConfig, build_corpus, build_repo
+from training.data.corpus import CorpusConfig, build_corpus, build_repo, split_files
 from training.data.sources import RepoSource, python_files
 
 from .conftest import TOY, write_toy_repo
@@ -213,6 +213,15 @@ def test_a_one_module_plus_tests_repository_yields_context_targets_and_a_chunk(t
     repo = build_repo(RepoSource("gh/alice/small", str(root), "github", "test"), files, tokenizer, cfg)
     assert repo is not None
     assert repo.context_files == ["widget.py"] and repo.target_files == ["tests/test_widget.py"]
+    # Packaging and docs scaffolding never takes the module's place as the context, whatever the hash says.
+    for frac in (0.0, 0.5, 1.0):
+        context, targets = split_files("gh/alice/small", ["docs/conf.py", "setup.py", "tests.py", "widget.py"],
+                                       CorpusConfig(target_frac=frac), keep_context=True)
+        assert context == ["widget.py"] and targets == ["docs/conf.py", "setup.py", "tests.py"]
+        # ... nor does a package's __init__.py (often only re-exports) stand alone as the context.
+        context, _ = split_files("gh/alice/pkg", ["pkg/__init__.py", "pkg/core.py", "tests/test_core.py"],
+                                 CorpusConfig(target_frac=frac), keep_context=True)
+        assert "pkg/core.py" in context
     assert repo.chunks and sum(c.n_ident() for c in repo.chunks) >= 3
     assert {"GearWidget", "gear_ratio", "make_gear"} <= set(repo.identifiers)
     # Other origins keep today's bars: the same files are too small for them.

@@ -255,27 +255,45 @@ def sample_files(src: RepoSource, cfg: CorpusConfig) -> list[str]:
     return sorted(tests + rest)
 
 
+# Packaging / docs / test-runner scaffolding: in a small project it would crowd out the real module as context.
+_BOILERPLATE_FILES = frozenset({"setup.py", "conftest.py", "noxfile.py", "fabfile.py", "versioneer.py"})
+_DOC_DIRS = frozenset({"doc", "docs", "documentation", "sphinx"})
+_TEST_MODULES = frozenset({"test.py", "tests.py"})
+
+
+def is_boilerplate(path: str) -> bool:
+    """setup.py, conftest.py, noxfile.py, ... or a Sphinx conf.py under a docs folder."""
+    parts = path.split("/")
+    return parts[-1] in _BOILERPLATE_FILES or (parts[-1] == "conf.py" and bool(_DOC_DIRS & set(parts[:-1])))
+
+
 def split_files(name: str, files: list[str], cfg: CorpusConfig,
                 keep_context: bool = False) -> tuple[list[str], list[str]]:
     """(context, targets): test files are targets; other files by a seeded hash; each side non-empty.
 
-    ``keep_context``: when the hash put every non-test file in the targets, move one back to the context (a
-    one-module-plus-tests project then reads its module and is scored on its tests).
+    ``keep_context`` (public GitHub repositories): boilerplate files (``is_boilerplate``) are targets like tests,
+    and when the hash left no module but ``__init__.py`` files in the context one other non-test file moves back
+    to it, so a one-module-plus-tests project reads its module and is scored on its tests.
     """
     from hypernet.context.textutil import is_test_path
 
+    def held_out(p: str) -> bool:  # always a target (a single tests.py module is a test file too)
+        return is_test_path(p) or (keep_context and (is_boilerplate(p) or p.rsplit("/", 1)[-1] in _TEST_MODULES))
+
     context, targets = [], []
     for p in files:
-        if is_test_path(p) or stable_hash(str(cfg.seed), "file", name, p) % 1000 < cfg.target_frac * 1000:
+        if held_out(p) or stable_hash(str(cfg.seed), "file", name, p) % 1000 < cfg.target_frac * 1000:
             targets.append(p)
         else:
             context.append(p)
-    if not [p for p in targets if not is_test_path(p)] and len(context) > 1:
+    if not [p for p in targets if not held_out(p)] and len(context) > 1:
         move = max(context, key=lambda p: stable_hash(str(cfg.seed), "move", name, p))
         context.remove(move)
         targets.append(move)
-    if keep_context and not context:
-        back = [p for p in targets if not is_test_path(p)]
+    # A context of bare __init__.py files (often only re-exports) defines next to nothing: take a real module too.
+    if keep_context and all(p.rsplit("/", 1)[-1] == "__init__.py" for p in context):
+        back = [p for p in targets if not held_out(p) and p.rsplit("/", 1)[-1] != "__init__.py"] or \
+            ([] if context else [p for p in targets if not held_out(p)])
         if back:
             move = max(back, key=lambda p: stable_hash(str(cfg.seed), "move", name, p))
             targets.remove(move)
