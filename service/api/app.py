@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,6 +22,15 @@ from service.state import ServiceState, build_state
 log = logging.getLogger(__name__)
 
 
+def _json_message(error: dict) -> str:
+    """What is wrong with a body that is not JSON, from pydantic's json_invalid error."""
+    loc = error.get("loc", ())
+    where = f" at character {loc[1]}" if len(loc) > 1 and isinstance(loc[1], int) else ""
+    reason = str((error.get("ctx") or {}).get("error") or "invalid JSON")
+    return (f"We could not parse the JSON body of your request: {reason}{where}. "
+            "The API expects a JSON object (content-type: application/json).")
+
+
 def _install_openai_errors(app: FastAPI) -> None:
     """Under /v1 every error has OpenAI's shape, so OpenAI clients raise their usual exceptions."""
     from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -34,11 +44,18 @@ def _install_openai_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
         if request.url.path.startswith("/v1/"):
-            first = exc.errors()[0] if exc.errors() else {}
+            if first.get("type") == "json_invalid":  # loc is ("body", <character offset>): not a parameter
+                return v1.openai_error(400, _json_message(first), "invalid_request_error")
+            if tuple(first.get("loc", ())) == ("body",) and first.get("type") == "missing":
+                return v1.openai_error(400, "The request body is empty: send a JSON object.", "invalid_request_error")
             param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
-            return v1.openai_error(400, f"{param or 'body'}: {first.get('msg', 'invalid request')}",
+            return v1.openai_error(400, f"{param or 'request body'}: {first.get('msg', 'invalid request')}",
                                    "invalid_request_error", param)
+        if first.get("type") == "json_invalid":  # the REST shape, with a message that says what is wrong
+            detail = [{"type": "json_invalid", "loc": ["body"], "msg": _json_message(first)}]
+            return JSONResponse({"detail": detail}, status_code=422)
         try:
             return await request_validation_exception_handler(request, exc)
         except UnicodeEncodeError:  # the echoed input holds a lone surrogate: escape it instead of a 500
@@ -152,4 +169,14 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     app.include_router(webhooks.router)
     app.include_router(v1.router)
     admin.install(app, settings)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> Response:
+        """The dashboard's icon (browsers ask for it on every page)."""
+        return Response(_FAVICON.read_bytes(), media_type="image/x-icon",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
     return app
+
+
+_FAVICON = Path(__file__).resolve().parents[1] / "static" / "favicon.ico"

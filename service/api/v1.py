@@ -41,7 +41,7 @@ def _resolve(state: ServiceState, model: str) -> Resolved | JSONResponse:
         try:
             return resolve_model(state, session, model)
         except ModelNotFound as exc:
-            return openai_error(404, str(exc), "NotFoundError", "model")
+            return openai_error(404, str(exc), "invalid_request_error", "model", code="model_not_found")
         except AdapterNotReady as exc:
             return openai_error(409, str(exc), "adapter_not_ready", "model", job=exc.job)
         except FileNotFoundError as exc:
@@ -180,19 +180,18 @@ async def chat_completions(request: ChatCompletionRequest, http: Request,
 @router.get("/models", response_model=ModelList)
 def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
     """The base model, every repository with a servable adapter, and each of its ready versions."""
-    cards = [ModelCard(id=BASE_MODEL_ID, root=str(state.settings.base_model_path or "bundled"))]
+    cards = [ModelCard(id=BASE_MODEL_ID)]
     with state.sessions() as session:
         for repo in session.scalars(select(Repository).order_by(Repository.id)):
             current = repo.pinned_version or repo.active_version
             if current is None:
                 continue
             created = int(repo.created_at.timestamp()) if repo.created_at else int(time.time())
-            cards.append(ModelCard(id=repo.name, created=created, root=f"{repo.name}@v{current}", parent=BASE_MODEL_ID))
+            cards.append(ModelCard(id=repo.name, created=created))
             for v in session.scalars(select(AdapterVersion).where(AdapterVersion.repository_id == repo.id,
                                                                   AdapterVersion.status == "ready")
                                      .order_by(AdapterVersion.version)):
-                cards.append(ModelCard(id=f"{repo.name}@v{v.version}", created=int(v.created_at.timestamp()),
-                                       root=v.artifact_path, parent=BASE_MODEL_ID))
+                cards.append(ModelCard(id=f"{repo.name}@v{v.version}", created=int(v.created_at.timestamp())))
     return ModelList(data=cards)
 
 
@@ -202,4 +201,4 @@ def get_model(model_id: str, state: ServiceState = Depends(get_state)) -> Any:
     for card in list_models(state).data:
         if card.id == model_id:
             return card
-    return openai_error(404, f"The model '{model_id}' does not exist", "NotFoundError", "model")
+    return openai_error(404, f"The model '{model_id}' does not exist", "invalid_request_error", code="model_not_found")

@@ -70,20 +70,20 @@ def test_model_listing(served) -> None:  # type: ignore[no-untyped-def]
     _, oai = served
     ids = [m.id for m in oai.models.list().data]
     assert ids == ["base", "alpha", "alpha@v1", "beta", "beta@v1"]
-    assert oai.models.retrieve("beta@v1").parent == "base"
+    assert oai.models.retrieve("beta@v1").owned_by == "code2lora"
 
 
 def test_errors_in_openai_shape(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     client, oai = served
     with pytest.raises(openai.NotFoundError) as unknown:
         _complete(oai, "no-such-repo")
-    assert unknown.value.body["type"] == "NotFoundError" and unknown.value.body["param"] == "model"
+    assert unknown.value.body["type"] == "invalid_request_error" and unknown.value.body["code"] == "model_not_found"
     with pytest.raises(openai.NotFoundError):
         _complete(oai, "alpha@v9")
     with pytest.raises(openai.BadRequestError):
         oai.completions.create(model="alpha", prompt="x", max_tokens=0)
     # a repository whose ingest failed has no adapter: 409 with its job status
-    resp = client.post("/repos", json={"url": str(tmp_path / "missing"), "name": "gamma"})
+    resp = client.post("/repos", json={"url": str(tmp_path / "alpha"), "branch": "missing", "name": "gamma"})
     wait_job(client, resp.json()["job"]["id"])
     with pytest.raises(openai.ConflictError) as conflict:
         _complete(oai, "gamma")

@@ -93,13 +93,12 @@ def test_duplicate_is_409(client, sample_repo: Path) -> None:
     assert len(client.get("/repos").json()) == 1
 
 
-def test_nonexistent_repo_fails_job_with_readable_error(client, tmp_path: Path, make_settings) -> None:
-    missing = tmp_path / "does-not-exist"
-    resp = client.post("/repos", json={"url": str(missing)})
+def test_failed_clone_fails_job_with_readable_error(client, sample_repo: Path, make_settings) -> None:
+    resp = client.post("/repos", json={"url": str(sample_repo), "branch": "does-not-exist"})
     assert resp.status_code == 202
     job = wait_job(client, resp.json()["job"]["id"])
     assert job["status"] == "failed"
-    assert "git clone failed" in job["error"]
+    assert "git clone failed" in job["error"] and "does-not-exist" in job["error"]
     repo = client.get(f"/repos/{resp.json()['repository']['id']}").json()
     assert repo["status"] == "failed" and repo["last_commit"] is None
     assert client.get(f"/repos/{repo['id']}/versions").json() == []

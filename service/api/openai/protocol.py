@@ -219,12 +219,12 @@ class ChatCompletionChunk(OpenAIModel):
 
 # ---- models ---------------------------------------------------------------------------------
 class ModelCard(OpenAIModel):
+    """OpenAI's model object: id, object, created, owned_by (no server paths or other internals)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int = Field(default_factory=_now)
     owned_by: str = "code2lora"
-    root: str | None = None
-    parent: str | None = None
 
 
 class ModelList(OpenAIModel):
