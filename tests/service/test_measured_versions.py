@@ -252,8 +252,8 @@ def test_refine_job_makes_a_refined_version_through_the_gate(client_for, trained
     assert "refine" in client.get("/openapi.json").json()["paths"]["/repos/{ref}/refine"]["post"]["operationId"]
 
 
-def test_refine_without_an_adapter_is_a_conflict(client, tmp_path: Path) -> None:
-    resp = client.post("/repos", json={"url": str(tmp_path / "missing")})
+def test_refine_without_an_adapter_is_a_conflict(client, inventory_repo: Path) -> None:
+    resp = client.post("/repos", json={"url": str(inventory_repo), "branch": "missing"})  # the ingest fails
     assert resp.status_code == 202
     wait_job(client, resp.json()["job"]["id"])
     r = client.post(f"/repos/{resp.json()['repository']['id']}/refine")
@@ -364,3 +364,24 @@ def test_refine_command_offline(trained_model_dir: Path, inventory_repo: Path, t
     assert set(d) >= {"base", "generated", "refined", "refined_minus_generated", "refine", "wall_s", "heldout_files"}
     assert d["generated"]["loss"] > 0 and d["refined"]["ident_loss"] is not None and d["wall_s"]["total"] > 0
     assert d["refine"]["steps"] <= 4 and d["context_files"] + len(d["heldout_files"]) == len(FILES)
+
+
+def test_a_push_goes_through_the_gate(client, inventory_repo: Path) -> None:
+    import git
+
+    rid = _ingest(client, str(inventory_repo))
+    for path in sorted((inventory_repo / "inventory").glob("*.py")):  # at most half are held out: context changes
+        path.write_text(path.read_text() + "\n\ndef audit_trail(ledger) -> int:\n    return len(ledger.entries)\n")
+    repo = git.Repo(inventory_repo)
+    repo.git.add(A=True)
+    repo.index.commit("add trays")
+    job = wait_job(client, client.post(f"/repos/{rid}/regenerate").json()["id"])
+    assert job["status"] == "succeeded", job
+    v1, v2 = client.get(f"/repos/{rid}/versions").json()
+    ev, promo = v2["metrics"]["eval"], v2["metrics"]["promotion"]
+    assert ev["active_version"] == 1 and set(ev) >= {"base", "active", "candidate"}
+    assert promo["metric"] == "ident_loss" and promo["reason"].startswith("ident_loss ")
+    # the untrained hypernet writes no-op adapters: candidate = active = base, so the gate lets it through
+    assert promo["promoted"] and v2["is_active"] and "active" in job["message"]
+    assert ev["heldout_files"] == v1["metrics"]["eval"]["heldout_files"]  # the same split
+    assert v2["context_digest"] != v1["context_digest"]
