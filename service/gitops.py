@@ -151,6 +151,16 @@ def dir_size(path: Path) -> int:
     return total
 
 
+def _git_message(exc: git.GitCommandError, *hidden: Path) -> str:
+    """git's own message for a user: without its progress lines and without our internal paths."""
+    text = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\" \n")
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith(("Cloning into", "From "))]
+    text = "\n".join(lines)
+    for path in hidden:
+        text = text.replace(str(path), "<checkout>")
+    return text or f"git exited with status {exc.status}"
+
+
 def clone(url: NormalizedURL, dest: Path, *, branch: str | None, timeout_s: float, max_bytes: int) -> str:
     """Shallow-clone `url` into `dest` (atomically: temp dir + rename) and return the HEAD commit SHA."""
     dest = Path(dest)
@@ -164,13 +174,14 @@ def clone(url: NormalizedURL, dest: Path, *, branch: str | None, timeout_s: floa
         git.Git().execute(args, env=_git_env(url.kind), kill_after_timeout=timeout_s, with_extended_output=False)
     except git.GitCommandError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        detail = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\" \n")
+        # The user sees their URL and git's message, never our workspace paths or the command line.
+        detail = _git_message(exc, tmp, dest)
         if exc.status in (-9, 9, -15) or "Timeout" in str(exc) or "timeout" in detail.lower():
             raise CloneError(f"clone timed out after {timeout_s:g} s") from exc
-        raise CloneError(f"git clone failed: {detail or exc}") from exc
+        raise CloneError(f"git clone failed for {url.url}: {detail}") from exc
     except Exception as exc:  # noqa: BLE001 - gitpython raises several types; report them all the same way
         shutil.rmtree(tmp, ignore_errors=True)
-        raise CloneError(f"git clone failed: {exc}") from exc
+        raise CloneError(f"git clone failed for {url.url}: {type(exc).__name__}") from exc
     size = dir_size(tmp)
     if size > max_bytes:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -200,10 +211,10 @@ def fetch_and_checkout(url: NormalizedURL, checkout: Path, *, branch: str | None
         repo.git.execute(["git", "checkout", "--force", "--detach", new], env=env)
         repo.git.execute(["git", "clean", "-ffdx"], env=env)
     except git.GitCommandError as exc:
-        detail = (exc.stderr or "").strip().replace("stderr: ", "").strip("'\" \n")
+        detail = _git_message(exc, checkout)
         if exc.status in (-9, 9, -15):
             raise CloneError(f"fetch timed out after {timeout_s:g} s") from exc
-        raise CloneError(f"git fetch failed: {detail or exc}") from exc
+        raise CloneError(f"git fetch failed for {url.url}: {detail}") from exc
     size = dir_size(checkout)
     if size > max_bytes:
         raise CloneError(f"repository is {size / 1e6:.1f} MB, over the {max_bytes / 1e6:.1f} MB limit")

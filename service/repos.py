@@ -5,13 +5,15 @@ from __future__ import annotations
 import secrets
 import shutil
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Job, Repository
-from service.gitops import check_branch, check_repo_name, normalize_repo_url, repo_name_from_url
+from service.gitops import (NormalizedURL, RepoURLError, check_branch, check_repo_name, normalize_repo_url,
+                            repo_name_from_url)
 from service.jobs.queue import enqueue_or_withdraw
 from service.state import ServiceState
 
@@ -34,6 +36,20 @@ def find_repo(session: Session, ref: str | int) -> Repository | None:
             if repo is not None:
                 return repo
     return session.scalar(select(Repository).where(Repository.name == str(ref)))
+
+
+def check_local_repo(url: NormalizedURL) -> None:
+    """A file URL must name an existing git repository (a work tree with `.git`, or a bare one); raise
+    RepoURLError (422). Only files are looked at: git is never run inside a folder the client chose."""
+    if url.kind != "file":
+        return
+    path = Path(unquote(urlparse(url.url).path))
+    if not path.exists():
+        raise RepoURLError(f"local path {path} does not exist")
+    if not path.is_dir():
+        raise RepoURLError(f"local path {path} is not a directory")
+    if not ((path / ".git").exists() or ((path / "HEAD").is_file() and (path / "objects").is_dir())):
+        raise RepoURLError(f"local path {path} is not a git repository (no .git, and not a bare repository)")
 
 
 def latest_job(session: Session, repo_id: int) -> Job | None:
@@ -59,10 +75,18 @@ def register_repo(
     check_branch(branch)
     normalized = normalize_repo_url(url, allow_local=state.settings.allow_local_repos)
     stored_url = normalized.url
-    if session.scalar(select(Repository).where(Repository.url == stored_url, Repository.branch == (branch or ""))):
-        raise Conflict(f"repository {stored_url} (branch {branch or 'default'}) is already registered")
-    if name is not None and session.scalar(select(Repository).where(Repository.name == name)):
+    existing = session.scalar(select(Repository).where(Repository.url == stored_url,
+                                                       Repository.branch == (branch or "")))
+    if existing is not None and not _never_ingested(session, existing):
+        raise Conflict(f"repository {stored_url} (branch {branch or 'default'}) is already registered as "
+                       f"{existing.name!r} (id {existing.id}, status {existing.status}); "
+                       f"POST /repos/{existing.id}/regenerate rebuilds it, DELETE /repos/{existing.id} removes it")
+    if name is not None and session.scalar(select(Repository).where(Repository.name == name,
+                                                                    Repository.id != (existing.id if existing else -1))):
         raise Conflict(f"a repository named {name!r} already exists")
+    check_local_repo(normalized)  # after the lookups: a database outage answers 503 first
+    if existing is not None:
+        return _register_again(state, session, existing, name, mode)
     secret = secrets.token_hex(24)
     repo = Repository(
         name=name or _unique_name(session, repo_name_from_url(stored_url)),
@@ -82,6 +106,31 @@ def register_repo(
     session.add(job)
     session.commit()
     enqueue_or_withdraw(state, session, job, repo)
+    return repo, job, secret
+
+
+def _never_ingested(session: Session, repo: Repository) -> bool:
+    """A registration whose ingest failed and that has no adapter version: registering it again retries it."""
+    if repo.active_version is not None or session.scalar(
+            select(func.count()).select_from(AdapterVersion).where(AdapterVersion.repository_id == repo.id)):
+        return False
+    job = latest_job(session, repo.id)
+    return job is not None and job.status == "failed"
+
+
+def _register_again(state: ServiceState, session: Session, repo: Repository, name: str | None,
+                    mode: str) -> tuple[Repository, Job, str]:
+    """Retry a failed registration on the same row: the request's name and mode, a new secret, a new ingest job."""
+    if name is not None:
+        repo.name = name
+    repo.mode = mode
+    repo.status = "queued"
+    repo.status_message = None
+    repo.webhook_secret = secret = secrets.token_hex(24)
+    job = Job(kind="ingest", repository_id=repo.id, status="queued", message="waiting for a worker (registered again)")
+    session.add(job)
+    session.commit()
+    enqueue_or_withdraw(state, session, job)
     return repo, job, secret
 
 
