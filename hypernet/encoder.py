@@ -173,7 +173,7 @@ class TokenEncoder:
         if ids.numel() == 0:
             return torch.zeros(1, self.width)
         if self.source == "embeddings":
-            return self.embeddings[ids].float()
+            return self.embeddings[ids.to(self.embeddings.device)].float().cpu()
         hidden = self._hidden(ids)
         if self.source == "hidden":
             return hidden

@@ -87,3 +87,23 @@ def test_v2_hypernet_trains_on_hidden_states_and_context_chunks(tmp_path, toy_re
     net = load_checkpoint(tmp_path / "out" / "hypernet.safetensors")
     assert isinstance(net, Code2LoRAHypernet) and net.config.token_source == "hidden_embed"
     assert {r[2] for r in net.config.targets} == {0, 1}
+
+
+def test_device_option_is_validated():
+    import pytest
+
+    with pytest.raises(ValueError, match="device"):
+        TrainConfig(device="tpu")
+    assert TrainConfig.from_dict({"device": "cuda:1"}).device == "cuda:1"
+
+
+def test_cuda_without_a_gpu_fails_before_anything_loads(tmp_path, monkeypatch):
+    import pytest
+
+    from training.hypernet import run
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr("hypernet.basemodel.load_base_model", lambda *a, **k: pytest.fail("model loaded"))
+    cfg = TrainConfig(device="cuda", work_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="no CUDA"):
+        run.load_everything(cfg)

@@ -42,6 +42,11 @@ class TrainConfig:
     seed: int = 0
     threads: int = 2
     progress: bool = True
+    device: str = "cpu"  # or "cuda[:N]": base model, hypernet and batches live there; cached states stay in RAM
+
+    def __post_init__(self) -> None:
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', not {self.device!r}")
 
     @property
     def work_path(self) -> Path:

@@ -92,7 +92,9 @@ def load_everything(cfg: TrainConfig) -> tuple[Any, Any, list[RepoData], list[En
     torch.set_num_threads(cfg.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     tokenizer = load_tokenizer(cfg.base_model)
-    model = load_base_model(cfg.base_model)
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {cfg.device!r} asked for, but torch sees no CUDA device")
+    model = load_base_model(cfg.base_model, device=cfg.device)
     model.config.use_cache = False
     repos = build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=cfg.progress)
     n_ctx = add_context_chunks(repos, tokenizer, cfg)

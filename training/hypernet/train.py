@@ -82,6 +82,8 @@ def adapters_for(net: nn.Module, feats: list[EncodedContext], drop: float = 0.0,
         keep = torch.rand(mask.shape, generator=gen) >= drop
         keep[:, 0] = True  # never an empty context
         mask = mask & keep
+    device = next(net.parameters()).device
+    pooled, tokens, mask = (None if t is None else t.to(device) for t in (pooled, tokens, mask))
     return net(pooled, tokens, mask), net.config.scaling
 
 
@@ -108,7 +110,7 @@ def step_loss(cfg: TrainConfig, split: SplitLM, net: nn.Module, batch: Batch, fe
     """Weighted next-token loss (+ optional contrastive hinge); returns (loss, metrics)."""
     adapters, scaling = adapters_for(net, [feats[r] for r in batch.repos], cfg.context_dropout, gen)
     ident = batch.ident[:, 1:]
-    sample = torch.rand(ident.shape, generator=gen) < cfg.other_positions
+    sample = (torch.rand(ident.shape, generator=gen) < cfg.other_positions).to(ident.device)
     select = ident | sample
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
         ce, sel = token_losses(split, adapters, scaling, batch.h, batch.ids, select)
@@ -125,7 +127,7 @@ def step_loss(cfg: TrainConfig, split: SplitLM, net: nn.Module, batch: Batch, fe
         ident_only = ident.clone()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.amp):
             ce_o, _ = token_losses(split, _rolled(adapters), scaling, batch.h, batch.ids, ident_only)
-        row = torch.arange(ident.shape[0]).unsqueeze(1).expand_as(ident)
+        row = torch.arange(ident.shape[0], device=ident.device).unsqueeze(1).expand_as(ident)
         own_rows, other_rows = row[sel][is_ident], row[ident_only]
         terms = []
         for i in range(ident.shape[0]):
@@ -178,8 +180,9 @@ def bottom_states(split: SplitLM, ids: torch.Tensor, batch: int = 8, progress: b
     from tqdm import tqdm
 
     out = []
+    device = next(split.model.parameters()).device
     for i in tqdm(range(0, ids.shape[0], batch), desc="bottom states", disable=not progress):
-        out.append(split.bottom(ids[i : i + batch]))
+        out.append(split.bottom(ids[i : i + batch].to(device)).cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -189,11 +192,12 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, model: nn.Module, repos: list[RepoData], feats: list[EncodedContext],
                  cache_key: str | None = None) -> None:
         self.cfg = cfg
-        self.model = model.eval().requires_grad_(False)
+        self.device = torch.device(cfg.device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
         targets = top_targets(model, cfg.adapt_layers)
         self.split = SplitLM(model, min(t.layer for t in targets))
         self.repos, self.feats = repos, feats
-        self.net = build_hypernet(cfg, model)
+        self.net = build_hypernet(cfg, model).to(self.device)
         self.out_dir = Path(cfg.out_dir)
         self.state_dir = cfg.work_path / "runs" / cfg.name
         self.train_rows = [(i, c) for i, r in enumerate(repos) if r.split == "train" for c in range(len(r.chunks))]
@@ -206,9 +210,10 @@ class Trainer:
             raise ValueError("no training sequences (no repository in the train split)")
         self.ids, self.ident = seq_tensors(repos, self.train_rows)
         self.states = self._cached_states("train", self.ids, cache_key)
-        if self.val_rows:
+        if self.val_rows:  # small: kept on the run's device
             self.val_ids, self.val_ident = seq_tensors(repos, self.val_rows)
-            self.val_states = self._cached_states("val", self.val_ids, cache_key)
+            self.val_states = self._cached_states("val", self.val_ids, cache_key).to(self.device)
+            self.val_ids, self.val_ident = self.val_ids.to(self.device), self.val_ident.to(self.device)
         self.opt = torch.optim.AdamW([p for p in self.net.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
@@ -244,7 +249,7 @@ class Trainer:
         path = self.state_dir / STATE_NAME
         if not path.is_file():
             return False
-        state = torch.load(path, weights_only=False)
+        state = torch.load(path, weights_only=False, map_location=self.device)
         self.net.load_state_dict(state["net"])
         self.opt.load_state_dict(state["opt"])
         self.sched.load_state_dict(state["sched"])
@@ -303,6 +308,7 @@ class Trainer:
         while self.step < end:
             t0 = time.perf_counter()
             batch = sample_batch(cfg, self.step, self.train_rows, self.by_repo, self.states, self.ids, self.ident)
+            batch = Batch(batch.h.to(self.device), batch.ids.to(self.device), batch.ident.to(self.device), batch.repos)
             gen = torch.Generator().manual_seed(cfg.seed * 7_919 + self.step)
             loss, metrics = step_loss(cfg, self.split, self.net, batch, self.feats, gen)
             self.opt.zero_grad(set_to_none=True)
