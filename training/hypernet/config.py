@@ -34,6 +34,9 @@ class TrainConfig:
     contrastive_margin: float = 0.1
     context_dropout: float = 0.0  # share of context tokens hidden from the hypernet per training step
     context_chunks_per_repo: int = 0  # chunks of a training repository's own context files added to its rows
+    # Held-out-file chunks kept per training repository (best-ranked first; 0 = all the corpus has). Cuts the
+    # bottom-state cost of a wide corpus without rebuilding it: many repositories matter more than many chunks.
+    train_chunks_per_repo: int = 0
     other_positions: float = 0.5  # share of non-identifier positions scored per step (saves LM-head compute)
     amp: bool = False  # bf16 autocast; only worth it on CPUs with native bf16 (AVX512-BF16/AMX)
     eval_every: int = 50

@@ -97,6 +97,10 @@ def load_everything(cfg: TrainConfig) -> tuple[Any, Any, list[RepoData], list[En
     model = load_base_model(cfg.base_model, device=cfg.device)
     model.config.use_cache = False
     repos = build_corpus(cfg.corpus, tokenizer, cache_dir=cfg.work_path, progress=cfg.progress)
+    if cfg.train_chunks_per_repo > 0:
+        for r in repos:
+            if r.split == "train":
+                r.chunks = [c for c in r.chunks if c.kind != "context"][: cfg.train_chunks_per_repo]
     n_ctx = add_context_chunks(repos, tokenizer, cfg)
     if n_ctx:
         log.info("context-reproduction chunks: %d", n_ctx)
