@@ -15,6 +15,7 @@ from service.db.models import AdapterVersion, Job, Repository
 from service.gitops import (NormalizedURL, RepoURLError, check_branch, check_repo_name, normalize_repo_url,
                             repo_name_from_url)
 from service.jobs.queue import enqueue_or_withdraw
+from service.netguard import check_remote_host
 from service.state import ServiceState
 
 
@@ -74,6 +75,8 @@ def register_repo(
     check_repo_name(name)  # the same rules for REST, the dashboard and the CLI
     check_branch(branch)
     normalized = normalize_repo_url(url, allow_local=state.settings.allow_local_repos)
+    # Not an address inside this network unless allowed (issue 21 Medium 4); the clone checks again.
+    check_remote_host(normalized, state.settings.allowed_git_hosts)
     stored_url = normalized.url
     existing = session.scalar(select(Repository).where(Repository.url == stored_url,
                                                        Repository.branch == (branch or "")))

@@ -34,6 +34,20 @@ class Settings(BaseSettings):
 
     allow_local_repos: bool = Field(False, description="Accept local paths and file:// URLs in POST /repos.")
     clone_timeout_s: float = Field(300.0, gt=0)
+    # Where git may connect (issue 21 Medium 4): remote hosts that are or resolve to loopback, link-local, private
+    # or unspecified addresses are refused (at registration, 422, and again at clone time) unless named here.
+    allowed_git_hosts: list[str] = Field(default_factory=list, description="Host names, addresses or networks "
+                                         "(CIDR) git may reach although they are not public, e.g. an internal "
+                                         "GitLab: [\"gitlab.internal\", \"10.0.0.0/8\"].")
+    clone_stall_timeout_s: float = Field(30.0, gt=0, description="A remote that connects but sends nothing (TLS "
+                                         "handshake, ssh banner, transfer) fails after this long.")
+    max_clones_per_host: int = Field(1, ge=0, description="Clones/fetches from one host at a time per process "
+                                     "(in-process queue; more wait in the queue, not on a worker; 0 = no limit).")
+    job_workers: int = Field(2, ge=1, description="In-process job threads (clones run in parallel; the "
+                             "hypernetwork and scoring run one job at a time).")
+    register_rate_per_min: float = Field(30.0, ge=0, description="Registrations (POST /repos, the dashboard "
+                                         "form) per client per minute (0 = no limit).")
+    register_burst: int = Field(10, ge=1, description="Burst of the registration rate limit.")
     max_repo_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Checkout size limit.")
     max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped by extraction.")
     job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry, renewed on progress "

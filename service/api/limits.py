@@ -96,6 +96,26 @@ def rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> No
                             headers={"Retry-After": str(max(1, int(wait + 0.999)))})
 
 
+_register_lock = threading.Lock()
+
+
+def register_rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> None:
+    """429 with Retry-After when a client registers repositories faster than CODE2LORA_REGISTER_RATE_PER_MIN
+    (bursts of CODE2LORA_REGISTER_BURST): each registration makes the service connect somewhere (issue 21
+    Medium 4). Refused attempts count too, so probing with bad URLs is throttled as well."""
+    rate = state.settings.register_rate_per_min
+    if rate <= 0:
+        return
+    with _register_lock:
+        buckets = getattr(request.app.state, "register_buckets", None)
+        if buckets is None:
+            buckets = request.app.state.register_buckets = TokenBuckets(rate / 60.0, state.settings.register_burst)
+    wait = buckets.take(client_key(request))
+    if wait > 0:
+        raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many repository registrations, retry later",
+                            headers={"Retry-After": str(max(1, int(wait + 0.999)))})
+
+
 class InflightLimiter:
     """Completion work in flight: at most `limit` rows (prompts x n) and `token_limit` requested completion
     tokens (rows x max_tokens); beyond either, 503 with Retry-After instead of queueing forever."""

@@ -10,6 +10,7 @@ from service import repos as registry
 from service import versions
 from service.api.auth import require_api_key
 from service.api.deps import get_session, get_state
+from service.api.limits import register_rate_limit
 from service.api.schemas import (JobOut, PruneIn, PruneOut, RefineIn, RepoCreate, RepoCreated, RepoOut, RepoUpdate,
                                  RollbackIn, SecretOut, VersionOut)
 from service.db.models import Repository
@@ -36,7 +37,11 @@ def _get_or_404(session: Session, ref: str) -> Repository:
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=RepoCreated,
-             responses={409: {"description": "Already registered"}, 422: {"description": "Invalid URL"}})
+             dependencies=[Depends(register_rate_limit)],
+             responses={409: {"description": "Already registered"},
+                        422: {"description": "Invalid URL (or a host inside this network, not allow-listed)"},
+                        429: {"description": "Too many registrations from this client",
+                              "headers": {"Retry-After": {"schema": {"type": "integer"}}}}})
 def create_repo(body: RepoCreate, state: ServiceState = Depends(get_state),
                 session: Session = Depends(get_session)) -> RepoCreated:
     """Register a repository and queue its ingest job (clone, extract, generate the adapter)."""

@@ -96,12 +96,14 @@ def _newest_version(state: "ServiceState", repo_id: int) -> int | None:
         return s.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.repository_id == repo_id))
 
 
+def _remote_limits(settings: Any) -> dict[str, Any]:
+    """Where git may connect and how long a silent remote may hold the job (service.netguard); the per-host
+    limit applies to the in-process queue (an RQ worker runs one job at a time)."""
+    return dict(allowed_hosts=settings.allowed_git_hosts, stall_s=settings.clone_stall_timeout_s,
+                host_limit=settings.max_clones_per_host if settings.queue == "inprocess" else 0)
+
+
 def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter) -> str:
-    from hypernet.context import changes_between, extract_repo, update_context
-
-    from service import evaluation
-    from service.adapters import build_adapter_version
-
     settings = state.settings
     repo = _set_repo(state, repo_id, status="cloning" if repo_id and job.kind == "ingest" else "fetching")
     checkout = checkout_dir(state, repo_id)
@@ -111,14 +113,30 @@ def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
         if (checkout / ".git").exists() and repo.last_commit:
             report(0.05, f"fetching {repo.branch or 'default branch'}")
             old, sha = fetch_and_checkout(url, checkout, branch=repo.branch or None,
-                                          timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes)
+                                          timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes,
+                                          **_remote_limits(settings))
             previous_ctx = _load_context(state, repo_id, old)
         else:
             report(0.05, f"cloning {repo.url}")
             old, sha = None, clone(url, checkout, branch=repo.branch or None,
-                                   timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes)
+                                   timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes,
+                                   **_remote_limits(settings))
     except (CloneError, RepoURLError) as exc:
         raise JobError(str(exc)) from exc
+    from service.jobs.runner import compute_lock
+
+    with compute_lock(state):  # the network part ran in parallel with other jobs; the models are shared
+        return _build_locked(state, job, repo_id, report, repo, checkout, old, sha, previous_ctx)
+
+
+def _build_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter, repo: Repository,
+                  checkout: Path, old: str | None, sha: str, previous_ctx: Any) -> str:
+    from hypernet.context import changes_between, extract_repo, update_context
+
+    from service import evaluation
+    from service.adapters import build_adapter_version
+
+    settings = state.settings
     _set_repo(state, repo_id, last_commit=sha, status="extracting")
     report(0.3, f"at commit {sha[:12]}")
 

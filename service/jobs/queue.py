@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,10 +31,13 @@ class JobQueue(Protocol):
 class InProcessQueue:
     """Runs jobs on a small thread pool inside the API process."""
 
+    retry_after_s = 1.0  # a job whose host is at its clone limit is tried again after this long
+
     def __init__(self, state: "ServiceState", workers: int = 1) -> None:
         self._state = state
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code2lora-job")
         self._pending = 0
+        self._closed = False
 
     def enqueue(self, job_id: str) -> None:
         from service.jobs.runner import run_job
@@ -41,12 +45,25 @@ class InProcessQueue:
         self._pending += 1
 
         def _run() -> None:
+            status = None
             try:
-                run_job(self._state, job_id)
+                status = run_job(self._state, job_id)
             finally:
                 self._pending -= 1
+            if status == "deferred" and not self._closed:
+                # Its host is at its clone limit: queued again shortly, without holding a worker meanwhile.
+                timer = threading.Timer(self.retry_after_s, self._retry, (job_id,))
+                timer.daemon = True
+                timer.start()
 
         self._pool.submit(_run)
+
+    def _retry(self, job_id: str) -> None:
+        if not self._closed:
+            try:
+                self.enqueue(job_id)
+            except RuntimeError:  # the pool shut down meanwhile: the job stays queued and resumes on start
+                pass
 
     def depth(self) -> int:
         return self._pending
@@ -61,6 +78,7 @@ class InProcessQueue:
 
     def shutdown(self) -> None:
         # Running jobs finish; jobs not started stay `queued` in the DB and resume on the next start.
+        self._closed = True
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -117,7 +135,7 @@ def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
         if not s.redis_url:
             raise ValueError("CODE2LORA_QUEUE=rq needs CODE2LORA_REDIS_URL")
         return RQQueue(s.redis_url, job_timeout_s=int(s.job_timeout_s))
-    queue = InProcessQueue(state)
+    queue = InProcessQueue(state, workers=s.job_workers)
     if start:
         n = queue.resume_unfinished()
         if n:

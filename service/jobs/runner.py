@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import traceback
 from typing import TYPE_CHECKING, Callable
 
 from service.db.models import Job, Repository, utcnow
+from service.netguard import HostBusy
 from service.metrics import JOB_DURATION, JOBS_RUNNING
 
 if TYPE_CHECKING:
@@ -22,10 +24,18 @@ class JobError(RuntimeError):
     """A failure whose message is shown to the user as is."""
 
 
+class JobTimeLimit(JobError):
+    """The job ran past CODE2LORA_JOB_TIMEOUT_S (checked at every progress report of an in-process job)."""
+
+
 def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Reporter:
     from service import locks
 
+    deadline = time.monotonic() + state.settings.job_timeout_s
+
     def report(progress: float, message: str) -> None:
+        if time.monotonic() > deadline:
+            raise JobTimeLimit(f"job ran past its time limit of {state.settings.job_timeout_s} s")
         with state.sessions.begin() as s:
             job = s.get(Job, job_id)
             if job is not None:
@@ -38,6 +48,12 @@ def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Report
         log.info("job %s: %.0f%% %s", job_id, progress * 100, message)
 
     return report
+
+
+def compute_lock(state: "ServiceState") -> threading.Lock:
+    """One job at a time runs the hypernetwork, scoring or refinement in a process (jobs share the loaded
+    models); clones and fetches run outside it, so several in-process workers wait on the network in parallel."""
+    return state.__dict__.setdefault("compute_lock", threading.Lock())
 
 
 def run_job(state: "ServiceState", job_id: str) -> str:
@@ -62,7 +78,19 @@ def run_job(state: "ServiceState", job_id: str) -> str:
     JOBS_RUNNING.inc()
     status, error, message = "succeeded", None, None
     try:
-        message = handlers[job.kind](state, job, _reporter(state, job_id, job.repository_id))
+        report = _reporter(state, job_id, job.repository_id)
+        if job.kind in ("ingest", "regenerate"):  # takes the compute lock itself, after the clone
+            message = handlers[job.kind](state, job, report)
+        else:
+            with compute_lock(state):
+                message = handlers[job.kind](state, job, report)
+    except HostBusy as exc:  # the host already has its clones in flight: back to the queue, no worker held
+        status = "deferred"
+        with state.sessions.begin() as s:
+            job_row = s.get(Job, job_id)
+            if job_row is not None:
+                job_row.status, job_row.message = "queued", f"waiting: {exc}"
+                job_row.attempts = max(0, job_row.attempts - 1)
     except JobError as exc:
         status, error = "failed", str(exc)
     except Exception as exc:  # noqa: BLE001 - a job must end with a readable error, whatever broke
@@ -70,6 +98,8 @@ def run_job(state: "ServiceState", job_id: str) -> str:
         log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
     finally:
         JOBS_RUNNING.dec()
+    if status == "deferred":
+        return status
     with state.sessions.begin() as s:
         job_row = s.get(Job, job_id)
         if job_row is not None:

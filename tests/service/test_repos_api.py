@@ -117,12 +117,15 @@ def test_missing_branch_fails_job(client, sample_repo: Path) -> None:
 
 
 def test_clone_timeout_fails_job(client_for, hanging_server: str) -> None:
-    client = client_for(clone_timeout_s=1.5)
+    from service.netguard import REMOTE_FAILURE
+
+    # a loopback host must be allow-listed (issue 21 Medium 4); a remote failure never says which kind it was
+    client = client_for(clone_timeout_s=1.5, allowed_git_hosts=["127.0.0.1"])
     resp = client.post("/repos", json={"url": hanging_server})
     assert resp.status_code == 202
     job = wait_job(client, resp.json()["job"]["id"], timeout=30)
     assert job["status"] == "failed"
-    assert "timed out" in job["error"]
+    assert job["error"] == REMOTE_FAILURE
 
 
 def test_repo_over_size_limit_fails(client_for, sample_repo: Path) -> None:

@@ -17,6 +17,7 @@ from service.api.admin.csrf import verify_csrf
 from service.api.admin.pages import repo_context, repo_or_404, safe_next
 from service.api.admin.templating import flash, render
 from service.api.deps import get_session, get_state
+from service.api.limits import register_rate_limit
 from service.db.models import Job
 from service.gitops import RepoURLError
 from service.state import ServiceState
@@ -61,7 +62,7 @@ def logout(request: Request) -> Response:
     return _back("/admin/login")
 
 
-@router.post("/repos", dependencies=acting)
+@router.post("/repos", dependencies=[*acting, Depends(register_rate_limit)])
 def register(request: Request, url: str = Form(...), branch: str = Form(""), name: str = Form(""),
              mode: str = Form("static"), principal: Principal = Depends(require_admin),
              state: ServiceState = Depends(get_state), session: Session = Depends(get_session)) -> Response:
