@@ -11,6 +11,10 @@ commit added or changed, and of those it removed. Recent APIs therefore weigh mo
 names a commit removed fade out, and the adapter is regenerated from the state alone, at the cost of
 encoding the diff rather than the repository. `decay` and `boost` are the recurrence's parameters;
 they are stored with the state so a state is always read with the values that built it.
+
+A hypernetwork that reads hidden states (v2) needs text in order, not a bag: its state is the same recurrence
+over *lines* of API text (`EvolvingState.lines`), and the adapter is generated from those lines rendered
+heaviest first, read by the base model like any context.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
 
 
 class EvolveError(RuntimeError):
-    """The generator cannot run in evolving mode (e.g. its token path reads hidden states)."""
+    """The generator cannot run in evolving mode (e.g. it has no token path)."""
 
 
 @dataclass
@@ -46,31 +50,48 @@ class EvolvingState:
     boost: float = 2.0
     max_tokens: int = 4096
     history: list[str] = field(default_factory=list)  # commits folded in, oldest first (bounded)
+    lines: dict[str, float] = field(default_factory=dict)  # API line -> weight (hidden-state hypernetworks)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (weights rounded so the digest is stable across platforms)."""
-        return {"weights": {str(k): round(v, 6) for k, v in sorted(self.weights.items())}, "commit": self.commit,
-                "steps": self.steps, "decay": self.decay, "boost": self.boost, "max_tokens": self.max_tokens,
-                "history": self.history[-64:]}
+        out = {"weights": {str(k): round(v, 6) for k, v in sorted(self.weights.items())}, "commit": self.commit,
+               "steps": self.steps, "decay": self.decay, "boost": self.boost, "max_tokens": self.max_tokens,
+               "history": self.history[-64:]}
+        if self.lines:  # ordered pairs: the order breaks weight ties when the lines are rendered
+            out["lines"] = [[k, round(v, 6)] for k, v in self.lines.items()]
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "EvolvingState":
         """Inverse of `to_json`."""
         return cls(weights={int(k): float(v) for k, v in d["weights"].items()}, commit=d.get("commit"),
                    steps=int(d.get("steps", 0)), decay=float(d.get("decay", 0.8)), boost=float(d.get("boost", 2.0)),
-                   max_tokens=int(d.get("max_tokens", 4096)), history=list(d.get("history", [])))
+                   max_tokens=int(d.get("max_tokens", 4096)), history=list(d.get("history", [])),
+                   lines={str(k): float(v) for k, v in d.get("lines", [])})
 
     @property
     def digest(self) -> str:
         """Content digest of the state (the adapter cache key's context part in evolving mode)."""
-        body = json.dumps({"evolving": self.to_json()["weights"]}, sort_keys=True).encode()
+        data = self.to_json()
+        key = {"evolving": data["weights"]} if not self.lines else {"evolving": data["weights"], "lines": data["lines"]}
+        body = json.dumps(key, sort_keys=True).encode()
         return hashlib.sha256(body).hexdigest()
+
+
+def reads_hidden(generator: "AdapterGenerator") -> bool:
+    """Does the generator's token path read hidden states (text in order) rather than a bag of embeddings?"""
+    tokens = generator.encoder.tokens
+    return tokens is not None and tokens.source != "embeddings"
+
+
+def _api_lines(text: str) -> list[str]:
+    return [ln for ln in text.splitlines() if ln.strip()]
 
 
 def _token_ids(generator: "AdapterGenerator", text: str) -> list[int]:
     tokens = generator.encoder.tokens
     if tokens is None or tokens.source != "embeddings":
-        raise EvolveError("evolving mode needs a hypernetwork whose token path reads the base model's embeddings")
+        raise EvolveError("evolving mode needs a hypernetwork with a token path")
     return tokens.token_ids(text).tolist()
 
 
@@ -85,6 +106,9 @@ def initial_state(ctx: "RepoContext", generator: "AdapterGenerator", commit: str
                   decay: float = 0.8, boost: float = 2.0) -> EvolvingState:
     """The state of a freshly registered repository: the static context's token bag."""
     text = ctx.render(budget_tokens=generator.token_budget, count_tokens=generator.encoder.tokens.count_tokens)
+    if reads_hidden(generator):
+        return EvolvingState(weights={}, lines=dict.fromkeys(_api_lines(text), 1.0), commit=commit, decay=decay,
+                             boost=boost, history=[commit] if commit else [])
     return EvolvingState(weights=_bag(_token_ids(generator, text)), commit=commit, decay=decay, boost=boost,
                          history=[commit] if commit else [])
 
@@ -117,6 +141,17 @@ def diff_api_text(old: "RepoContext", new: "RepoContext") -> tuple[str, str]:
 def fold(state: EvolvingState, generator: "AdapterGenerator", added_text: str, removed_text: str,
          commit: str | None) -> EvolvingState:
     """One recurrent step over a commit's diff; returns a new state (the input is not modified)."""
+    history = (state.history + [commit])[-64:] if commit else state.history
+    if reads_hidden(generator):
+        lines = {k: v * state.decay for k, v in state.lines.items()}
+        for ln in _api_lines(added_text):
+            lines[ln] = lines.get(ln, 0.0) + state.boost
+        for ln in _api_lines(removed_text):
+            lines[ln] = lines.get(ln, 0.0) - 1.0
+        kept_lines = sorted(((k, v) for k, v in lines.items() if v > 1e-3), key=lambda kv: -kv[1])  # stable
+        return EvolvingState(weights={}, lines=dict(kept_lines[: state.max_tokens]), commit=commit,
+                             steps=state.steps + 1, decay=state.decay, boost=state.boost,
+                             max_tokens=state.max_tokens, history=history)
     weights = {k: v * state.decay for k, v in state.weights.items()}
     for i, n in _bag(_token_ids(generator, added_text)).items():
         weights[i] = weights.get(i, 0.0) + state.boost * n
@@ -124,7 +159,6 @@ def fold(state: EvolvingState, generator: "AdapterGenerator", added_text: str, r
         weights[i] = weights.get(i, 0.0) - n
     # Drop faded tokens; keep the heaviest `max_tokens` so the state stays bounded however long the history.
     kept = sorted(((k, v) for k, v in weights.items() if v > 1e-3), key=lambda kv: (-kv[1], kv[0]))
-    history = (state.history + [commit])[-64:] if commit else state.history
     return EvolvingState(weights=dict(kept[: state.max_tokens]), commit=commit, steps=state.steps + 1,
                          decay=state.decay, boost=state.boost, max_tokens=state.max_tokens, history=history)
 
@@ -137,10 +171,16 @@ def generate_from_state(state: EvolvingState, generator: "AdapterGenerator", out
     from hypernet.pipeline import AdapterArtifact
 
     t0 = time.perf_counter()
-    embeddings = generator.encoder.tokens.embeddings
-    ids = sorted(state.weights) or [0]
-    tokens = embeddings[torch.tensor(ids)].float().unsqueeze(0)
-    log_count = torch.tensor([[math.log(max(state.weights.get(i, 1e-3), 1e-3)) for i in ids]])
+    if state.lines or reads_hidden(generator):
+        # Heaviest (most recent) lines first: the encoder keeps the first `max_tokens` tokens.
+        text = "\n".join(k for k, _ in sorted(state.lines.items(), key=lambda kv: -kv[1]))
+        tokens = generator.encoder.tokens.encode(text).unsqueeze(0)
+        log_count = None
+    else:
+        embeddings = generator.encoder.tokens.embeddings
+        ids = sorted(state.weights) or [0]
+        tokens = embeddings[torch.tensor(ids)].float().unsqueeze(0)
+        log_count = torch.tensor([[math.log(max(state.weights.get(i, 1e-3), 1e-3)) for i in ids]])
     pooled = None
     if generator.hypernet.config.use_sentence:
         if ctx is None:

@@ -135,7 +135,7 @@ def build_adapter_version(
             from hypernet.evolve import generate_from_state
 
             artifact = generate_from_state(evolving, generator, Path(settings.artifact_dir), ctx)
-            metrics["evolving"] = {"steps": evolving.steps, "tokens": len(evolving.weights)}
+            metrics["evolving"] = {"steps": evolving.steps, "tokens": len(evolving.weights), "lines": len(evolving.lines)}
         else:
             artifact = generator.generate(ctx, Path(settings.artifact_dir))
         sha, path = artifact.sha256, Path(artifact.path)
