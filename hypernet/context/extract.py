@@ -34,6 +34,15 @@ def extract_bytes(path: str, data: bytes) -> FileFacts | str:
         size=len(data),
         lines=data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0),
     )
+    try:
+        _extract_into(lang, path, data, facts)
+    except RecursionError:
+        # 800 nested classes overflow the parser or the walk (issue 21 Medium 6): skip the file, not the ingest.
+        return "nested too deeply"
+    return facts
+
+
+def _extract_into(lang: str, path: str, data: bytes, facts: FileFacts) -> None:
     if lang == "python":
         extract_python(path, data, facts)
     elif lang == "gomod":
@@ -44,7 +53,6 @@ def extract_bytes(path: str, data: bytes) -> FileFacts | str:
                 break
     else:
         extract_generic(lang, path, data, facts)
-    return facts
 
 
 def extract_path(root: Path, rel: str) -> FileFacts | str:

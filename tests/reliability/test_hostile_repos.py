@@ -151,3 +151,118 @@ def test_repository_changing_between_clone_and_extraction(client, tmp_path: Path
     assert job["status"] == "succeeded"
     versions = client.get(f"/repos/{info['id']}/versions").json()
     assert versions[0]["commit_sha"] == first
+
+
+# ---- issue 21 Medium 6: what a hostile repository did to the first version of these guards ----
+
+
+def test_deeply_nested_python_is_skipped_with_a_reason(client, tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """800 nested classes (~330 KB) raised RecursionError and failed the whole ingest."""
+    nested = "".join(" " * i + f"class C{i}:\n" for i in range(800)) + " " * 800 + "pass\n"
+    repo = tmp_path / "r"
+    make_git_repo(repo, {"nested.py": nested, "good.py": "def still_extracted():\n    return 1\n"})
+    job, info = _ingest(client, repo)
+    assert job["status"] == "succeeded", job
+    stats = _snapshot_stats(make_settings, info["id"])
+    assert "nested too deeply" in str(stats), stats
+    assert "still_extracted" in (Path(make_settings().workspace_dir) / str(info["id"]) / "context.json").read_text()
+
+
+def test_javascript_extraction_is_linear_in_nesting_depth() -> None:
+    """`_scope` climbed `node.parent` (itself O(depth) in tree-sitter) from every definition: a 369 KB file of
+    nested blocks took 117 s. Now one cursor walk: depth 12,000 (~370 KB) in seconds, and 4x the depth costs
+    about 4x the time, not 16x or 64x."""
+    from hypernet.context.extract import extract_bytes
+
+    def nested_js(depth: int) -> bytes:
+        return ("".join(f"if (x) {{ function f{i}() {{}}\n" for i in range(depth)) + "}" * depth + "\n").encode()
+
+    timings = {}
+    for depth in (3000, 12000):
+        src = nested_js(depth)
+        t0 = time.perf_counter()
+        facts = extract_bytes("deep.js", src)
+        timings[depth] = time.perf_counter() - t0
+        assert not isinstance(facts, str) and len(facts.definitions) == depth
+    assert len(nested_js(12000)) > 350_000
+    assert timings[12000] < 15, timings
+    assert timings[12000] < 10 * max(timings[3000], 0.05), timings  # quadratic would be 16x, cubic 64x
+
+
+def _git_bomb(path: Path, blob_bytes: int, fanout: int, levels: int) -> None:
+    """One blob referenced fanout**levels times through nested trees: a tiny pack, a huge checkout."""
+    r = git.Repo.init(path, initial_branch="main")
+    g = r.git
+    blob_file = path.parent / "bomb-blob"
+    blob_file.write_bytes(b"x = 1\n" * (blob_bytes // 6))
+    sha = g.hash_object("-w", str(blob_file))
+    kind = "blob"
+    for level in range(levels):
+        mode = "100644" if kind == "blob" else "040000"
+        listing = "".join(f"{mode} {kind} {sha}\tf{i}{'.py' if kind == 'blob' else ''}\n" for i in range(fanout))
+        sha = r.git.execute(["git", "mktree"], istream=_pipe(listing)).strip()
+        kind = "tree"
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@e", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@e"}
+    commit = r.git.execute(["git", "commit-tree", sha, "-m", "bomb"], env={**os.environ, **env}).strip()
+    r.git.update_ref("refs/heads/main", commit)
+
+
+def _pipe(text: str):  # type: ignore[no-untyped-def]
+    import tempfile
+
+    f = tempfile.TemporaryFile()
+    f.write(text.encode())
+    f.seek(0)
+    return f
+
+
+def test_git_bomb_is_measured_before_checkout(client_for, tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+    """A 212 KB git bomb wrote 587 MB before the size limit was checked. The tree's blob sizes are summed from the
+    object store first: over the limit, nothing is checked out (the workspace never grows past the limit)."""
+    import threading
+
+    from service.gitops import dir_size
+
+    max_bytes = 5_000_000
+    client = client_for(max_repo_bytes=max_bytes)
+    bomb = tmp_path / "bomb"
+    _git_bomb(bomb, blob_bytes=100_000, fanout=10, levels=3)  # 1,000 copies of 100 KB: 100 MB checked out
+    assert dir_size(bomb / ".git") < 2_000_000
+    workspaces = Path(make_settings().workspace_dir)
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            if workspaces.exists():
+                peak[0] = max(peak[0], dir_size(workspaces))
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        job, info = _ingest(client, bomb, timeout=60)
+    finally:
+        stop.set()
+        watcher.join(2)
+    assert job["status"] == "failed" and "checkout would be over" in job["error"], job
+    assert info["active_version"] is None
+    assert peak[0] < max_bytes, peak
+
+
+def test_in_process_jobs_have_a_time_limit(client_for, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """In-process jobs ran without a limit; now CODE2LORA_JOB_TIMEOUT_S fails one at its next progress report."""
+    import hypernet.context as context
+
+    real = context.extract_repo
+
+    def slow_extract(*args, **kwargs):  # type: ignore[no-untyped-def]
+        time.sleep(2.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(context, "extract_repo", slow_extract)
+    client = client_for(job_timeout_s=2)
+    repo = tmp_path / "r"
+    make_git_repo(repo, {"a.py": "def a():\n    return 1\n"})
+    job, info = _ingest(client, repo, timeout=60)
+    assert job["status"] == "failed" and "time limit" in job["error"], job
+    assert info["active_version"] is None
