@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     register_rate_per_min: float = Field(30.0, ge=0, description="Registrations (POST /repos, the dashboard "
                                          "form) per client per minute (0 = no limit).")
     register_burst: int = Field(10, ge=1, description="Burst of the registration rate limit.")
+    webhook_replay_window_s: int = Field(7 * 86400, gt=0, description="Push deliveries (their ids and signed "
+                                         "bodies) are remembered this long: a replay queues nothing.")
     max_repo_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Checkout size limit.")
     max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped by extraction.")
     job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry, renewed on progress "

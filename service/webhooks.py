@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Repository, WebhookDelivery
+from service.db.models import Job, Repository, WebhookDelivery, utcnow
 from service.jobs.queue import enqueue_or_withdraw
 from service.state import ServiceState
 
@@ -129,15 +130,42 @@ def schedule_push(state: ServiceState, session: Session, repo: Repository, event
     return job, "regenerate job queued"
 
 
-def seen_delivery(session: Session, delivery_id: str | None) -> WebhookDelivery | None:
-    """A delivery we already handled (providers redeliver with the same id)."""
-    return session.get(WebhookDelivery, delivery_id) if delivery_id else None
+def replay_keys(provider: str, delivery_id: str, body: bytes) -> list[str]:
+    """What a replay is recognised by: the provider's delivery id, and the signed body itself (a signature does
+    not cover the delivery id header, so a captured body re-sent with a new id is the same delivery)."""
+    return [f"{provider}:{delivery_id}", f"{provider}:body:{hashlib.sha256(body).hexdigest()}"]
 
 
-def record_delivery(session: Session, delivery_id: str | None, repo_id: int | None, event: str, outcome: str,
-                    job_id: str | None) -> None:
-    """Remember a handled delivery."""
-    if delivery_id:
-        session.merge(WebhookDelivery(id=delivery_id, repository_id=repo_id, event=event, outcome=outcome[:200],
-                                      job_id=job_id))
-        session.commit()
+def _aware(t: dt.datetime) -> dt.datetime:
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+
+
+def seen_delivery(session: Session, keys: str | list[str] | None, window_s: float | None = None
+                  ) -> WebhookDelivery | None:
+    """A delivery we already handled within the window (providers redeliver with the same id; a replay may
+    carry a new one), else None."""
+    if not keys:
+        return None
+    cutoff = utcnow() - dt.timedelta(seconds=window_s) if window_s else None
+    for key in [keys] if isinstance(keys, str) else keys:
+        row = session.get(WebhookDelivery, key)
+        if row is not None and (cutoff is None or row.received_at is None or _aware(row.received_at) >= cutoff):
+            return row
+    return None
+
+
+def record_delivery(session: Session, keys: str | list[str] | None, repo_id: int | None, event: str, outcome: str,
+                    job_id: str | None, window_s: float | None = None) -> None:
+    """Remember a handled delivery under each of its keys (received now); forget deliveries older than the
+    window, so the table stays bounded."""
+    for key in [keys] if isinstance(keys, str) else (keys or []):
+        session.merge(WebhookDelivery(id=key, repository_id=repo_id, event=event, outcome=outcome[:200],
+                                      job_id=job_id, received_at=utcnow()))
+    session.commit()
+    if window_s:
+        try:
+            session.execute(delete(WebhookDelivery).where(
+                WebhookDelivery.received_at < utcnow() - dt.timedelta(seconds=window_s)))
+            session.commit()
+        except Exception:  # noqa: BLE001 - pruning is housekeeping; the delivery is recorded either way
+            session.rollback()

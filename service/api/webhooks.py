@@ -33,23 +33,41 @@ def _json(body: bytes) -> dict[str, Any]:
     return payload
 
 
+# One answer for "no repository has this URL" and "wrong signature": a 404 for the first let anyone find out
+# which URLs are registered (issue 21 Low 13).
+UNVERIFIED = "invalid or missing signature, or no repository registered with this URL"
+MAX_DELIVERY_ID = 150
+
+
+def _delivery_id(provider: str, header_name: str, delivery: str | None) -> str:
+    """Push deliveries must carry the provider's delivery id (issue 21 Medium 10)."""
+    if not delivery or not delivery.strip():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"a {provider} push needs its {header_name} header "
+                            "(deliveries are remembered so that a replay queues nothing)")
+    delivery = delivery.strip()
+    if len(delivery) > MAX_DELIVERY_ID or not delivery.isprintable() or not delivery.isascii():
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{header_name} is not a delivery id")
+    return delivery
+
+
 def _handle(state: ServiceState, session: Session, response: Response, provider: str, event_name: str,
-            delivery: str | None, payload: dict[str, Any], verified: list[Any],
-            event: wh.PushEvent | None) -> WebhookResult:
-    key = f"{provider}:{delivery}" if delivery else None
-    done = wh.seen_delivery(session, key)
-    if done is not None:
-        return WebhookResult(event=event_name, outcome=f"duplicate delivery ({done.outcome})",
-                             repositories=[done.repository_id] if done.repository_id else [],
-                             jobs=[done.job_id] if done.job_id else [])
+            delivery: str | None, body: bytes, verified: list[Any], event: wh.PushEvent | None) -> WebhookResult:
     if event is None:
         response.status_code = status.HTTP_200_OK
         return WebhookResult(event=event_name, outcome="pong", repositories=[r.id for r in verified])
+    assert delivery is not None
+    window = state.settings.webhook_replay_window_s
+    keys = wh.replay_keys(provider, delivery, body)
+    done = wh.seen_delivery(session, keys, window)
+    if done is not None:  # a redelivery, or the same signed body replayed with a new id: nothing is queued
+        return WebhookResult(event=event_name, outcome=f"duplicate delivery ({done.outcome})",
+                             repositories=[done.repository_id] if done.repository_id else [],
+                             jobs=[done.job_id] if done.job_id else [])
     targets = [r for r in verified if wh.tracks_branch(r, event)]
     if not targets:
         response.status_code = status.HTTP_202_ACCEPTED
         outcome = f"ignored: no registered repository tracks branch {event.branch!r}"
-        wh.record_delivery(session, key, verified[0].id, event_name, outcome, None)
+        wh.record_delivery(session, keys, verified[0].id, event_name, outcome, None, window)
         return WebhookResult(event=event_name, outcome=outcome)
     jobs, outcomes = [], []
     for repo in targets:
@@ -58,17 +76,18 @@ def _handle(state: ServiceState, session: Session, response: Response, provider:
         if job is not None:
             jobs.append(job.id)
     outcome = "; ".join(sorted(set(outcomes)))
-    wh.record_delivery(session, key, targets[0].id, event_name, outcome, jobs[0] if jobs else None)
+    wh.record_delivery(session, keys, targets[0].id, event_name, outcome, jobs[0] if jobs else None, window)
     return WebhookResult(event=event_name, outcome=outcome, repositories=[r.id for r in targets], jobs=jobs)
 
 
 @router.post("/github", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
-             responses={400: {}, 401: {}, 404: {}})
+             responses={400: {}, 401: {}})
 async def github(request: Request, response: Response, state: ServiceState = Depends(get_state),
                  session: Session = Depends(get_session),
                  x_github_event: str = Header(""), x_hub_signature_256: str | None = Header(None),
                  x_github_delivery: str | None = Header(None)) -> WebhookResult:
-    """GitHub push/ping webhook, signed with the repository's secret (`X-Hub-Signature-256`)."""
+    """GitHub push/ping webhook, signed with the repository's secret (`X-Hub-Signature-256`); a push needs its
+    `X-GitHub-Delivery` id, and a delivery already handled (same id, or the same signed body) queues nothing."""
     body = await request.body()
     payload = _json(body)
     if x_github_event not in ("push", "ping"):
@@ -76,27 +95,30 @@ async def github(request: Request, response: Response, state: ServiceState = Dep
     repo_info = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
     urls = [u for u in (repo_info.get(k) for k in ("clone_url", "html_url", "ssh_url", "git_url")) if isinstance(u, str)]
     candidates = wh.repos_for_urls(session, urls)
-    if not candidates:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered repository has this URL")
+    if not candidates:  # the same work as a wrong signature, so timing does not tell them apart either
+        wh.verify_github("not-a-secret", body, x_hub_signature_256)
     verified = [r for r in candidates if wh.verify_github(r.webhook_secret, body, x_hub_signature_256)]
     if not verified:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or missing X-Hub-Signature-256")
-    event = None
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNVERIFIED)
+    event, delivery = None, None
     if x_github_event == "push":
+        delivery = _delivery_id("GitHub", "X-GitHub-Delivery", x_github_delivery)
         try:
             event = wh.parse_github_push(payload)
         except ValueError as exc:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    return _handle(state, session, response, "github", x_github_event, x_github_delivery, payload, verified, event)
+    return _handle(state, session, response, "github", x_github_event, delivery, body, verified, event)
 
 
 @router.post("/gitlab", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
-             responses={400: {}, 401: {}, 404: {}})
+             responses={400: {}, 401: {}})
 async def gitlab(request: Request, response: Response, state: ServiceState = Depends(get_state),
                  session: Session = Depends(get_session),
                  x_gitlab_event: str = Header(""), x_gitlab_token: str | None = Header(None),
-                 x_gitlab_event_uuid: str | None = Header(None)) -> WebhookResult:
-    """GitLab push webhook, authenticated by the repository's secret in `X-Gitlab-Token`."""
+                 x_gitlab_event_uuid: str | None = Header(None),
+                 idempotency_key: str | None = Header(None)) -> WebhookResult:
+    """GitLab push webhook, authenticated by the repository's secret in `X-Gitlab-Token`; a push needs its
+    `X-Gitlab-Event-UUID` (or `Idempotency-Key`), and a delivery already handled queues nothing."""
     body = await request.body()
     payload = _json(body)
     if x_gitlab_event != "Push Hook":
@@ -104,13 +126,13 @@ async def gitlab(request: Request, response: Response, state: ServiceState = Dep
     project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
     urls = [u for u in (project.get(k) for k in ("git_http_url", "web_url", "git_ssh_url")) if isinstance(u, str)]
     candidates = wh.repos_for_urls(session, urls)
-    if not candidates:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no registered repository has this URL")
     verified = [r for r in candidates if wh.verify_gitlab(r.webhook_secret, x_gitlab_token)]
     if not verified:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or missing X-Gitlab-Token")
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, UNVERIFIED)
+    delivery = _delivery_id("GitLab", "X-Gitlab-Event-UUID (or Idempotency-Key)",
+                            idempotency_key or x_gitlab_event_uuid)
     try:
         event = wh.parse_gitlab_push(payload)
     except ValueError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from exc
-    return _handle(state, session, response, "gitlab", x_gitlab_event, x_gitlab_event_uuid, payload, verified, event)
+    return _handle(state, session, response, "gitlab", x_gitlab_event, delivery, body, verified, event)

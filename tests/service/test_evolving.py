@@ -89,7 +89,8 @@ def test_evolving_repository_through_the_service(client_for, service_checkpoint:
     body = json.dumps({"ref": "refs/heads/main", "before": new_sha, "after": r.head.commit.hexsha,
                        "repository": {"clone_url": created["repository"]["url"], "default_branch": "main"}}).encode()
     resp = client.post("/webhooks/github", content=body, headers={
-        "X-GitHub-Event": "push", "X-Hub-Signature-256": github_signature(created["webhook_secret"], body)})
+        "X-GitHub-Event": "push", "X-Hub-Signature-256": github_signature(created["webhook_secret"], body),
+        "X-GitHub-Delivery": "evolving-push-1"})
     assert wait_job(client, resp.json()["jobs"][0])["status"] == "succeeded"
     versions = client.get(f"/repos/{repo_id}/versions").json()
     assert [v["version"] for v in versions] == [1, 2, 3]
