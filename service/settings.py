@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     readonly_user: str = Field("viewer", description="Dashboard user who can look but not act.")
     readonly_password: str | None = Field(None, description="Password of readonly_user; unset = no read-only login.")
     session_secret: str | None = Field(None, description="Signs dashboard session cookies; default: random per process.")
+    login_max_failures: int = Field(5, ge=1, description="Failed dashboard logins per client address and per user "
+                                    "name within login_failure_window_s before 429 + Retry-After.")
+    login_failure_window_s: float = Field(300.0, gt=0, description="Window of the login throttle.")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> "Settings":

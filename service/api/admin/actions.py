@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +24,7 @@ from service.gitops import RepoURLError
 from service.state import ServiceState
 
 # Order matters: who you are (401/403) is checked before the CSRF token (403).
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/admin", include_in_schema=False)
 acting = [Depends(require_admin), Depends(verify_csrf)]
 
@@ -47,12 +49,38 @@ def _attempt(request: Request, ok: str | Callable[[Any], str], fn: Callable[...,
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/admin")) -> Response:
     """Check the credentials and start a session."""
     settings = request.app.state.c2l.settings
+    throttle = _login_throttle(request)
+    client = request.client.host if request.client else "unknown"
+    keys = (f"ip:{client}", f"user:{username.strip().lower()[:100]}")
+    wait = throttle.retry_after(*keys)
+    if wait > 0:  # too many failures from this client or for this user: not even checked
+        log.warning("dashboard login throttled (client %s)", client)
+        page = render(request, "login.html", None, status_code=status.HTTP_429_TOO_MANY_REQUESTS,
+                      next=safe_next(next), configured=auth.auth_configured(settings),
+                      error="too many failed logins; try again later")
+        page.headers["Retry-After"] = str(max(1, int(wait + 0.999)))
+        return page
     principal = auth.authenticate(settings, username, password)
     if principal is None:
+        throttle.failed(*keys)
+        log.warning("dashboard login failed (client %s)", client)  # the audit trail records it too
         return render(request, "login.html", None, status_code=status.HTTP_401_UNAUTHORIZED, next=safe_next(next),
                       configured=auth.auth_configured(settings), error="wrong user name or password")
+    throttle.succeeded(keys[1])
     auth.login(request, principal)
     return _back(safe_next(next))
+
+
+def _login_throttle(request: Request):  # type: ignore[no-untyped-def]
+    from service.api.admin.sessions import LoginThrottle
+
+    app_state = request.app.state
+    throttle = getattr(app_state, "login_throttle", None)
+    if throttle is None:
+        settings = app_state.c2l.settings
+        throttle = app_state.login_throttle = LoginThrottle(settings.login_max_failures,
+                                                            settings.login_failure_window_s)
+    return throttle
 
 
 @router.post("/logout", dependencies=[Depends(verify_csrf)])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import threading
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, status
@@ -13,6 +14,7 @@ from service.settings import Settings
 
 ADMIN = "admin"
 READONLY = "readonly"
+_store_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,15 @@ def auth_configured(settings: Settings) -> bool:
     return bool(settings.admin_password or settings.readonly_password)
 
 
-def open_without_login(settings: Settings, client_host: str | None) -> bool:
-    """No users configured, bound to loopback, and the request comes from loopback: admin without a login."""
+def open_without_login(settings: Settings, request: Request) -> bool:
+    """No users configured, bound to loopback, and the request comes straight from loopback: admin without a
+    login. The same client check as the REST API's (`service.api.auth.is_local_client`): a loopback peer *and*
+    no forwarding header, so a reverse proxy on this machine does not make remote clients local."""
+    from service.api.auth import is_local_client
+
     # The client check also covers a server started on another address than settings.host
     # (e.g. `uvicorn --host 0.0.0.0`), where settings alone would wrongly say "loopback".
-    return not auth_configured(settings) and is_loopback(settings.host) and is_loopback(client_host or "")
+    return not auth_configured(settings) and is_loopback(settings.host) and is_local_client(request)
 
 
 def _fingerprint(digest: str) -> str:
@@ -80,28 +86,52 @@ def authenticate(settings: Settings, user: str, password: str) -> Principal | No
     return Principal(user, role) if ok and role else None
 
 
+def session_store(request: Request):  # type: ignore[no-untyped-def]
+    """The app's server-side session store (created on first use)."""
+    from service.api.admin import SESSION_MAX_AGE_S
+    from service.api.admin.sessions import SessionStore
+
+    app_state = request.app.state
+    store = getattr(app_state, "admin_sessions", None)
+    if store is None:
+        with _store_lock:
+            store = getattr(app_state, "admin_sessions", None)
+            if store is None:
+                store = app_state.admin_sessions = SessionStore(app_state.c2l.settings.redis_url, SESSION_MAX_AGE_S)
+    return store
+
+
 def login(request: Request, principal: Principal) -> None:
-    """Start a session for `principal`; the session is rebuilt so no pre-login value survives."""
+    """Start a session for `principal`: a new server-side id (the old one, if any, is revoked), and the cookie is
+    rebuilt so no pre-login value survives. The password fingerprint stays on the server."""
     digest = _accounts(request.app.state.c2l.settings)[principal.user][1]
+    store = session_store(request)
+    store.revoke(request.session.get("sid"))
     request.session.clear()
-    request.session.update(user=principal.user, role=principal.role, fp=_fingerprint(digest))
+    sid = store.create({"user": principal.user, "role": principal.role, "fp": _fingerprint(digest)})
+    request.session.update(sid=sid, user=principal.user)  # `user` only names the actor in the audit trail
 
 
 def logout(request: Request) -> None:
-    """End the session."""
+    """End the session: the server forgets its id, so a copy of the cookie is worthless."""
+    session_store(request).revoke(request.session.get("sid"))
     request.session.clear()
 
 
 def current_principal(request: Request) -> Principal | None:
     """The logged-in principal, the implicit local admin on an unconfigured loopback service, or None."""
     settings: Settings = request.app.state.c2l.settings
-    if open_without_login(settings, request.client.host if request.client else None):
+    if open_without_login(settings, request):
         return Principal("local", ADMIN)
-    user = request.session.get("user")
-    account = _accounts(settings).get(user) if isinstance(user, str) else None
-    if account is None or request.session.get("role") != account[0]:
+    record = session_store(request).get(request.session.get("sid"))
+    if record is None:
         return None
-    if not hmac.compare_digest(str(request.session.get("fp", "")), _fingerprint(account[1])):
+    user = record.get("user")
+    account = _accounts(settings).get(user) if isinstance(user, str) else None
+    if account is None or record.get("role") != account[0]:
+        return None
+    # A changed password ends the sessions opened with the old one.
+    if not hmac.compare_digest(str(record.get("fp", "")), _fingerprint(account[1])):
         return None
     return Principal(user, account[0])
 
