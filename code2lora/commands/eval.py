@@ -42,6 +42,9 @@ def register(app: typer.Typer) -> None:
                                             "repository (as --export-adapters names them), scored as arm NAME."),
         export_adapters: Path = typer.Option(None, "--export-adapters", help="Write each repository's generated "
                                              "adapter here (PEFT), e.g. as a starting point for fine-tuning."),
+        skip_arm: list[str] = typer.Option([], "--skip-arm", help="Arm left out entirely (repeatable)."),
+        gen_skip_arm: list[str] = typer.Option([], "--gen-skip-arm", help="Arm scored on losses only, without "
+                                               "generated completions (repeatable; generation is the slow part)."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
         if cut_mode not in ("boundary", "inside", "both"):
@@ -58,7 +61,8 @@ def register(app: typer.Typer) -> None:
                            cuts_per_repo=cuts, cut_mode=cut_mode, cut_prefix_tokens=cut_prefix,
                            gen_lines_per_repo=gen_lines, side_by_side=side_by_side, own_rank=own_rank,
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
-                           export_adapters=str(export_adapters) if export_adapters else None)
+                           export_adapters=str(export_adapters) if export_adapters else None,
+                           skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm))
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         typer.echo(markdown(report))
 

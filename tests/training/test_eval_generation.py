@@ -85,3 +85,14 @@ def test_eval_cli_has_the_generation_options():
     assert out.exit_code == 0
     for opt in ("--cuts", "--cut-mode", "--cut-prefix", "--gen-lines", "--side-by-side", "--no-own-rank"):
         assert opt in out.output, opt
+
+
+def test_gen_skip_arms_keeps_losses_but_skips_completions(toy_repos, tokenizer):
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=10, lines_per_repo=0, asserts_per_repo=0,
+                       cuts_per_repo=2, cut_prefix_tokens=48, ident_new_tokens=4, gen_lines_per_repo=0,
+                       side_by_side=0, own_rank=False, gen_skip_arms=["average", "other"])
+    raw = Evaluator(model, tokenizer, net, toy_repos[:2], feats[:2], opts).run()
+    for res in raw["results"]:
+        assert {"average", "other"} <= set(res["arms"])  # still scored on losses
+        assert set(res["generation"]["ident"]["boundary"]) == {"base", "own"}

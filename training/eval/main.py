@@ -80,8 +80,11 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
 
         SentenceEncoder.load()
     t0 = time.perf_counter()
+    # The checkpoint reads as many context tokens as it was trained with (the service does the same), even when
+    # the corpus was rendered with a larger budget for another checkpoint (renders put the most important first).
+    budget = min(cfg.corpus.context_budget, int(hn.extra.get("token_budget", cfg.corpus.context_budget)))
     feats = encode_repos(repos, use_sentence=hn.use_sentence, use_tokens=hn.use_tokens, tokenizer=tokenizer,
-                         embeddings=embeddings, cache=None, max_tokens=cfg.corpus.context_budget, model=model,
+                         embeddings=embeddings, cache=None, max_tokens=budget, model=model,
                          token_source=hn.token_source, token_layers=hn.token_layers, token_chunk=hn.token_chunk)
     encode_ms = (time.perf_counter() - t0) * 1e3 / max(1, len(repos))
     shared = None

@@ -72,6 +72,7 @@ class EvalOptions:
     # (each arm re-reads every prompt through the full model: about 2 min per repository with 5 arms on a busy
     # 2-core CPU at these defaults)
     cuts_per_repo: int = 8  # per cut mode; 0: no identifier completion
+    gen_skip_arms: list[str] = field(default_factory=list)  # arms scored on losses only (no generation)
     cut_mode: str = "boundary"  # boundary | inside | both
     cut_prefix_tokens: int = 256
     ident_new_tokens: int = 12
@@ -410,7 +411,7 @@ class Evaluator:
             scored = self.score_repo(i, arms)
             use_prompt = o.prompt_chunks > 0 and "prompt" not in o.skip_arms
             prompt, prompt_tokens = self.score_prompt(i) if use_prompt else ([], 0)
-            gen_arms = {k: v for k, v in arms.items() if k != "prompt"}
+            gen_arms = {k: v for k, v in arms.items() if k != "prompt" and k not in o.gen_skip_arms}
             t0 = time.perf_counter()
             generated = self.generation(i, gen_arms) if o.cuts_per_repo > 0 or o.gen_lines_per_repo > 0 else None
             gen_s.append(time.perf_counter() - t0)
