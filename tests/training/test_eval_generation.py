@@ -17,7 +17,7 @@ def test_generation_arms_report_and_side_by_side(tmp_path, toy_repos, tokenizer)
                        cuts_per_repo=3, cut_mode="both", cut_prefix_tokens=64, ident_new_tokens=6,
                        gen_lines_per_repo=2, line_prefix_tokens=48, line_new_tokens=40, side_by_side=2)
     raw = Evaluator(model, tokenizer, net, toy_repos, feats, opts).run()
-    for res, repo in zip(raw["results"], toy_repos):
+    for res, repo in zip(raw["results"], toy_repos, strict=False):
         gen = res["generation"]
         assert set(gen["ident"]) == {"boundary", "inside"}
         assert set(gen["ident"]["boundary"]) == {"base", "own", "average", "other"}  # the prompt arm is no adapter
@@ -39,8 +39,8 @@ def test_generation_arms_report_and_side_by_side(tmp_path, toy_repos, tokenizer)
             assert cell["ident_em"]["lo"] <= cell["ident_em"]["mean"] <= cell["ident_em"]["hi"]
             n_split = cell["ident_em_in_prompt"]["n"] + cell["ident_em_not_in_prompt"]["n"]
             assert n_split == cell["ident_em"]["n"] == m["n_cuts"]
-        pairs = {(c["a"], c["b"]) for c in m["comparisons"]}
-        assert pairs == {("own", "base"), ("own", "average"), ("own", "other")}
+        pairs = {(c["a"], c["b"], c["metric"].split(".")[1]) for c in m["comparisons"]}
+        assert pairs == {("own", b, k) for b in ("base", "average", "other") for k in ("ident_em", "invented_rate")}
         assert all(len(c["repo_ci"]) == 2 and c["repos"] == len(toy_repos) for c in m["comparisons"])
     assert set(gen["lines"]) == {"base", "own", "average", "other"}
     assert all(0.0 <= c["line_edit_sim"]["mean"] <= 1.0 and c["line_em"]["n"] > 0 for c in gen["lines"].values())

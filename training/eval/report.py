@@ -38,7 +38,7 @@ def rows(raw: dict[str, Any], tok: Any) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for res in raw["results"]:
         for arm, seq_results in res["arms"].items():
-            for idx, (seq, r) in enumerate(zip(res["seqs"], seq_results)):
+            for idx, (seq, r) in enumerate(zip(res["seqs"], seq_results, strict=False)):
                 out.setdefault(arm, []).append({"repo": res["repo"], "idx": idx, "kind": seq.kind,
                                                 **seq_metrics(tok, seq, r)})
         for idx, r in enumerate(res["prompt"]):
@@ -78,8 +78,8 @@ def paired(by_arm: dict[str, list[dict]], a: str, b: str, metric: str, kind: str
         return {}
     va, _, ka = _values(by_arm[a], metric, kind)
     vb, _, kb = _values(by_arm[b], metric, kind)
-    mb = dict(zip(kb, vb))
-    pairs = [(x, mb[k], k[0]) for x, k in zip(va, ka) if k in mb]
+    mb = dict(zip(kb, vb, strict=False))
+    pairs = [(x, mb[k], k[0]) for x, k in zip(va, ka, strict=False) if k in mb]
     if not pairs:
         return {}
     diffs = [x - y for x, y, _ in pairs]
@@ -125,7 +125,7 @@ def _ci(vals: list[float], groups: list[str], n_boot: int, seed: int) -> dict[st
 def _paired_gen(a_vals: list[float], b_vals: list[float], groups: list[str], a: str, b: str, metric: str,
                 n_boot: int, seed: int) -> dict[str, Any]:
     """mean(a - b) over the same cut points (or lines), intervals over items and over repositories."""
-    diffs = [x - y for x, y in zip(a_vals, b_vals)]
+    diffs = [x - y for x, y in zip(a_vals, b_vals, strict=False)]
     seq_ci = bootstrap_ci(diffs, n=n_boot, seed=seed)
     repo_ci = bootstrap_ci(diffs, groups=groups, n=n_boot, seed=seed)
     return {"a": a, "b": b, "metric": metric, "n": len(diffs), "repos": len(set(groups)),
@@ -161,11 +161,14 @@ def generation_report(raw: dict[str, Any], n_boot: int, seed: int) -> dict[str, 
             arms[arm] = cell
         any_arm = next(iter(per_arm.values()), [])
         comps = []
-        for a, b in GEN_COMPARISONS:
-            if a in per_arm and b in per_arm and per_arm[a]:
-                groups = [g for g, _ in per_arm[a]]
-                comps.append(_paired_gen([x["em"] for _, x in per_arm[a]], [x["em"] for _, x in per_arm[b]], groups,
-                                         a, b, f"{mode}.ident_em", n_boot, seed))
+        # extra arms (e.g. another checkpoint's adapters) are compared with the own adapter of this checkpoint
+        pairs = list(GEN_COMPARISONS) + [("own", x) for x in per_arm if x not in ARM_ORDER]
+        for key, metric in (("em", "ident_em"), ("invented", "invented_rate")):
+            for a, b in pairs:
+                if a in per_arm and b in per_arm and per_arm[a]:
+                    groups = [g for g, _ in per_arm[a]]
+                    comps.append(_paired_gen([x[key] for _, x in per_arm[a]], [x[key] for _, x in per_arm[b]],
+                                             groups, a, b, f"{mode}.{metric}", n_boot, seed))
         out["modes"][mode] = {"arms": arms, "comparisons": comps, "n_cuts": len(any_arm),
                               "in_prompt_share": float(np.mean([x["in_prompt"] for _, x in any_arm])) if any_arm
                               else math.nan}
@@ -265,7 +268,7 @@ def build_report(raw: dict[str, Any], tok: Any, *, n_boot: int = 2000, seed: int
                               "mean_loss_rank": float(np.mean(ranks["loss"])),
                               "mean_ident_loss_rank": float(np.mean(ranks["ident_loss"])),
                               "per_repo": {r: {"loss": a, "ident_loss": b}
-                                           for r, a, b in zip(ranks["repos"], ranks["loss"], ranks["ident_loss"])}}
+                                           for r, a, b in zip(ranks["repos"], ranks["loss"], ranks["ident_loss"], strict=False)}}
     generation = generation_report(raw, n_boot, seed)
     if generation is not None:
         report["generation"] = generation
@@ -334,10 +337,13 @@ def _cmp_rows(comps: list[dict]) -> list[str]:
     rows = ["| comparison (a − b) | metric | n (repos) | mean a | mean b | diff | 95% CI (items) | 95% CI (repos) | "
             "a better on |", "|---|---|---|---|---|---|---|---|---|"]
     for c in comps:
-        mark = " **✓**" if c["excludes_zero_repo"] and c["diff"] > 0 else ""
+        lower_better = c["metric"].endswith("invented_rate")  # for the rate of invented names, lower is better
+        better = c["diff"] < 0 if lower_better else c["diff"] > 0
+        mark = " **✓**" if c["excludes_zero_repo"] and better else ""
+        wins = c["losses"] if lower_better else c["wins"]
         rows.append(f"| {c['a']} − {c['b']} | {c['metric']} | {c['n']} ({c['repos']}) | {c['mean_a']:.3f} | "
                     f"{c['mean_b']:.3f} | {c['diff']:+.3f}{mark} | [{c['seq_ci'][0]:+.3f}, {c['seq_ci'][1]:+.3f}] | "
-                    f"[{c['repo_ci'][0]:+.3f}, {c['repo_ci'][1]:+.3f}] | {c['wins']}/{c['n']} |")
+                    f"[{c['repo_ci'][0]:+.3f}, {c['repo_ci'][1]:+.3f}] | {wins}/{c['n']} |")
     return rows
 
 
@@ -379,8 +385,8 @@ def plots(report: dict[str, Any], out_dir: Path) -> list[Path]:
     for ax, key, title in ((axes[0], "chunk.loss", "held-out next-token loss"),
                            (axes[1], "chunk.ident_loss", "loss on repo-defined identifier tokens")):
         means = [report["arms"][a][key]["mean"] for a in arms]
-        err = [[m - report["arms"][a][key]["lo"] for a, m in zip(arms, means)],
-               [report["arms"][a][key]["hi"] - m for a, m in zip(arms, means)]]
+        err = [[m - report["arms"][a][key]["lo"] for a, m in zip(arms, means, strict=False)],
+               [report["arms"][a][key]["hi"] - m for a, m in zip(arms, means, strict=False)]]
         ax.bar(range(len(arms)), means, yerr=err, capsize=4,
                color=["#999", "#c90", "#2a7", "#58c", "#c55", "#737", "#aa5"][: len(arms)])
         ax.set_xticks(range(len(arms)))
