@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 # The trained checkpoint shipped for the bundled base model (training/checkpoints/, see docs/EVAL.md).
 # A data file, not an import: the service layer does not depend on the training code.
-SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "checkpoints" / "smollm2-135m-top4-contrastive" \
+# Hypernetwork v2 since 2026-11-30: it beat v1 on the validation repositories (docs/EVAL.md).
+SHIPPED_CHECKPOINT = Path(__file__).resolve().parents[1] / "training" / "checkpoints" / "smollm2-135m-v2-top4" \
     / "hypernet.safetensors"
 
 

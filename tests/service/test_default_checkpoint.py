@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.adapters import SHIPPED_CHECKPOINT, default_checkpoint
+from hypernet.checkpoint import shipped_checkpoint
+from service.models import default_checkpoint
 from service.settings import Settings
+
+SHIPPED_CHECKPOINT = shipped_checkpoint()
+
+
+def test_the_shipped_checkpoint_is_package_data_of_hypernet() -> None:
+    import hypernet
+
+    assert SHIPPED_CHECKPOINT.is_relative_to(Path(hypernet.__file__).parent / "checkpoints")
 
 
 def test_shipped_checkpoint_is_the_default_for_the_bundled_model(tmp_path: Path) -> None:
@@ -24,4 +33,6 @@ def test_shipped_checkpoint_loads_and_is_trained(tmp_path: Path) -> None:
 
     model = load_checkpoint(SHIPPED_CHECKPOINT)
     assert model.config.base_model_type == "llama" and model.config.rank == 8
+    # hypernetwork v2: the base model's hidden states over the context, read in order (docs/EVAL.md)
+    assert model.config.token_source == "hidden_embed" and model.config.token_layers > 0
     assert any(p.abs().sum() > 0 for n, p in model.named_parameters() if n.startswith("head_b"))
