@@ -40,8 +40,8 @@ class SplitLM:
         from transformers.masking_utils import create_causal_mask
 
         pos = torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-        mask = create_causal_mask(config=self.model.config, inputs_embeds=h, attention_mask=None, cache=None,
-                                  position_ids=pos)
+        # positional: the 4th parameter is `cache` on transformers 5.24 and `past_key_values` on 5.17
+        mask = create_causal_mask(self.model.config, h, None, None, position_ids=pos)
         return mask, self.inner.rotary_emb(h, position_ids=pos), pos
 
     def _run(self, h: torch.Tensor, layers: list[nn.Module]) -> torch.Tensor:
