@@ -8,22 +8,22 @@ from __future__ import annotations
 
 import argparse
 import ast
-from importlib.metadata import version
 import os
 import platform
 import shutil
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import write_section  # noqa: E402
-from hypernet.context import FileChange, extract_repo, update_context  # noqa: E402
-from hypernet.context.analysis import analyse  # noqa: E402
-from hypernet.context.walk import walk  # noqa: E402
+from bench.common import write_section
+from hypernet.context import FileChange, extract_repo, update_context
+from hypernet.context.analysis import analyse
+from hypernet.context.walk import walk
 
 SECTION = "## Context extraction"
 CMD = "python bench/bench_context.py"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, write_section
 
 SECTION = "## Service end to end"
 CMD = "python bench/bench_service.py"
@@ -45,7 +45,7 @@ def make_repo(dest: Path, n_files: int) -> Path:
     return dest
 
 
-def wait(client, job_id: str) -> dict:  # type: ignore[no-untyped-def]
+def wait(client, job_id: str) -> dict:
     while True:
         job = client.get(f"/jobs/{job_id}").json()
         if job["status"] in ("succeeded", "failed"):
@@ -79,7 +79,7 @@ def main() -> None:
 
         t0 = time.perf_counter()
         created = client.post("/repos", json={"url": str(small), "name": "small"}).json()
-        job = wait(client, created["job"]["id"])
+        wait(client, created["job"]["id"])
         t_ready = time.perf_counter()
         out = client.post("/v1/completions", json={"model": "small", "prompt": "def main(", "max_tokens": 16,
                                                    "temperature": 0}).json()

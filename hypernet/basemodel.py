@@ -136,19 +136,19 @@ def load_config(path: Path | str | None = None) -> Any:
 
 
 def load_base_model(
-    path: Path | str | None = None, *, dtype: "torch.dtype | None" = None, device: str = "cpu"
-) -> "PreTrainedModel":
+    path: Path | str | None = None, *, dtype: torch.dtype | None = None, device: str = "cpu"
+) -> PreTrainedModel:
     """Load a causal LM from a local folder, frozen and in eval mode (offline)."""
     _offline()
     import torch
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(resolve_model_dir(path), dtype=dtype or torch.float32)
-    model.to(device).eval().requires_grad_(False)
+    model.to(device).eval().requires_grad_(False)  # type: ignore[arg-type]  # transformers wraps .to(); mypy misreads it
     return model
 
 
-def load_tokenizer(path: Path | str | None = None) -> "PreTrainedTokenizerBase":
+def load_tokenizer(path: Path | str | None = None) -> PreTrainedTokenizerBase:
     """Load the tokenizer saved beside a base model (offline)."""
     _offline()
     from transformers import AutoTokenizer
@@ -156,7 +156,7 @@ def load_tokenizer(path: Path | str | None = None) -> "PreTrainedTokenizerBase":
     return AutoTokenizer.from_pretrained(resolve_model_dir(path))
 
 
-def load_input_embeddings(path: Path | str | None = None) -> "torch.Tensor":
+def load_input_embeddings(path: Path | str | None = None) -> torch.Tensor:
     """Read just the input-embedding matrix [vocab, hidden] from a folder's safetensors, without the model."""
     from safetensors import safe_open
 
@@ -169,7 +169,7 @@ def load_input_embeddings(path: Path | str | None = None) -> "torch.Tensor":
     raise BaseModelError(f"no input-embedding tensor found in {model_dir}")
 
 
-def meta_model(config: Any) -> "torch.nn.Module":
+def meta_model(config: Any) -> torch.nn.Module:
     """Build the model skeleton on the meta device: module names and shapes, no memory."""
     import torch
     from transformers import AutoModelForCausalLM
@@ -184,7 +184,7 @@ def layer_of(path: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def find_targets(model: "torch.nn.Module", module_types: tuple[str, ...] = DEFAULT_TARGET_MODULES) -> list[TargetModule]:
+def find_targets(model: torch.nn.Module, module_types: tuple[str, ...] = DEFAULT_TARGET_MODULES) -> list[TargetModule]:
     """List the Linear layers named like `module_types` inside decoder layers, in model order."""
     import torch
 

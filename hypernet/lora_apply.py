@@ -20,7 +20,7 @@ def lora_delta(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, scaling: float
 
 
 @contextmanager
-def applied_lora(model: nn.Module, tensors: "LoraTensors", scaling: float) -> Iterator[nn.Module]:
+def applied_lora(model: nn.Module, tensors: LoraTensors, scaling: float) -> Iterator[nn.Module]:
     """Within the block, every target Linear returns y + scale * (x A^T) B^T; the model itself is untouched.
 
     Forward hooks (not weight patches) keep the base weights frozen and shared, let A and B carry autograd

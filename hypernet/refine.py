@@ -55,7 +55,7 @@ class RefineConfig:
 class RefineResult:
     """The refined tensors (the best on validation; the start when nothing helped) and how the run went."""
 
-    tensors: "LoraTensors"
+    tensors: LoraTensors
     metrics: dict[str, Any]
     steps: int
     seconds: float
@@ -115,7 +115,7 @@ def split_files(files: Mapping[str, str], val_fraction: float, seed: int) -> tup
     return {p: files[p] for p in paths if p not in val}, {p: files[p] for p in val}
 
 
-def _token_losses(model: Any, tensors: "LoraTensors", scaling: float, ids: torch.Tensor) -> torch.Tensor:
+def _token_losses(model: Any, tensors: LoraTensors, scaling: float, ids: torch.Tensor) -> torch.Tensor:
     """Logits of the next tokens under the adapter: [B, S-1, V]."""
     with applied_lora(model, tensors, scaling):
         return model(input_ids=ids).logits[:, :-1].float()
@@ -141,7 +141,7 @@ def _objective(logits: torch.Tensor, ids: torch.Tensor, ident: torch.Tensor, ide
 
 
 @torch.no_grad()
-def _validate(model: Any, tensors: "LoraTensors", scaling: float, val: _Stream, ident_weight: float,
+def _validate(model: Any, tensors: LoraTensors, scaling: float, val: _Stream, ident_weight: float,
               batch: int) -> dict[str, float]:
     """Validation cross-entropy: weighted (the early-stopping objective), all tokens, identifier tokens."""
     tot_w = tot_wce = tot_ce = tot_n = tot_ice = tot_in = 0.0
@@ -161,7 +161,7 @@ def _validate(model: Any, tensors: "LoraTensors", scaling: float, val: _Stream, 
             "ident_loss": tot_ice / tot_in if tot_in else math.nan}
 
 
-def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: float, context_files: Mapping[str, str],
+def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, context_files: Mapping[str, str],
                    repo_idents: set[str], cfg: RefineConfig | None = None,
                    progress: Progress | None = None) -> RefineResult:
     """Train `start`'s A and B on `context_files`; return the best tensors on the validation files.
@@ -192,7 +192,7 @@ def refine_adapter(model: Any, tokenizer: Any, start: "LoraTensors", scaling: fl
     order = torch.randperm(train.ids.shape[0], generator=gen).tolist()
     cursor = 0
 
-    def snapshot() -> "LoraTensors":
+    def snapshot() -> LoraTensors:
         return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in params.items()}
 
     has_val = val.ids.shape[0] > 0

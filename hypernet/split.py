@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from hypernet.basemodel import TargetModule
 
 
-def top_targets(model: nn.Module, n_layers: int) -> "list[TargetModule]":
+def top_targets(model: nn.Module, n_layers: int) -> list[TargetModule]:
     """LoRA target modules of the top `n_layers` decoder layers (all layers when n_layers <= 0)."""
     from hypernet.basemodel import find_targets
 

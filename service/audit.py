@@ -31,7 +31,7 @@ def actor_of(scope: Scope) -> str:
 class AuditMiddleware:
     """Record method, path, actor and final status of mutating requests (after the response)."""
 
-    def __init__(self, app: ASGIApp, sessions_getter) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, app: ASGIApp, sessions_getter) -> None:
         self.app, self._sessions = app, sessions_getter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

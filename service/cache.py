@@ -10,7 +10,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from typing import Protocol
+from typing import Protocol, cast
 
 from service.metrics import CACHE_EVENTS, REDIS_DOWN
 
@@ -94,7 +94,8 @@ class RedisCache:
 
     def get(self, sha256: str) -> bytes | None:
         try:
-            data = self._redis.get(self.PREFIX + "adapter:" + sha256)
+            # the client is made without decode_responses: values are bytes
+            data = cast(bytes | None, self._redis.get(self.PREFIX + "adapter:" + sha256))
             if data is not None:
                 self._redis.zadd(self._lru_key, {sha256: time.time()})
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to a miss
@@ -112,7 +113,7 @@ class RedisCache:
             excess = self._redis.zcard(self._lru_key) - self._max
             if excess > 0:
                 # Evict the least recently used beyond the bound.
-                old = self._redis.zrange(self._lru_key, 0, excess - 1)
+                old = cast(list[bytes], self._redis.zrange(self._lru_key, 0, excess - 1))
                 if old:
                     pipe = self._redis.pipeline()
                     pipe.delete(*[self.PREFIX + "adapter:" + k.decode() for k in old])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from typing import cast
 
-from sqlalchemy import delete, or_, update
+from sqlalchemy import CursorResult, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,11 +18,11 @@ def try_acquire(sessions: sessionmaker[Session], repo_id: int, owner: str, ttl_s
     now = utcnow()
     expires = now + dt.timedelta(seconds=ttl_s)
     with sessions.begin() as s:
-        taken = s.execute(
+        taken = cast(CursorResult, s.execute(  # an UPDATE's result is a CursorResult, which has rowcount
             update(RepoLock)
             .where(RepoLock.repository_id == repo_id, or_(RepoLock.expires_at < now, RepoLock.owner == owner))
             .values(owner=owner, expires_at=expires)
-        ).rowcount
+        )).rowcount
     if taken:
         return True
     try:

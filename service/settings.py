@@ -18,8 +18,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".code2lora"), description="Root for the SQLite file, workspaces and artifacts.")
     database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file under data_dir.")
     redis_url: str | None = Field(None, description="Redis URL; default: none (in-process cache and jobs).")
-    artifact_dir: Path | None = Field(None, description="Adapter artifact folder; default: data_dir/artifacts.")
-    workspace_dir: Path | None = Field(None, description="Clone workspace; default: data_dir/workspaces.")
+    # Typed as the Path they always are once built: the None default (not validated) lasts until _fill_paths.
+    artifact_dir: Path = Field(None, validate_default=False,  # type: ignore[assignment]
+                               description="Adapter artifact folder; default: data_dir/artifacts.")
+    workspace_dir: Path = Field(None, validate_default=False,  # type: ignore[assignment]
+                                description="Clone workspace; default: data_dir/workspaces.")
     model_cache: Path = Field(Path.home() / ".cache" / "code2lora" / "models", description="Prepared base models.")
     base_model_path: Path | None = Field(None, description="HF causal-LM folder; default: the prepared bundled model.")
     hypernet_checkpoint: Path | None = Field(None, description="Hypernetwork checkpoint; default: the shipped one.")
@@ -121,7 +124,7 @@ class Settings(BaseSettings):
     login_failure_window_s: float = Field(300.0, gt=0, description="Window of the login throttle.")
 
     @model_validator(mode="after")
-    def _fill_paths(self) -> "Settings":
+    def _fill_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         if self.artifact_dir is None:
             self.artifact_dir = self.data_dir / "artifacts"
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
     def ensure_dirs(self) -> None:
         """Create the data, artifact and workspace folders."""
         for d in (self.data_dir, self.artifact_dir, self.workspace_dir):
-            Path(d).mkdir(parents=True, exist_ok=True)
+            d.mkdir(parents=True, exist_ok=True)
 
 
 @lru_cache

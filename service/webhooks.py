@@ -137,7 +137,7 @@ def replay_keys(provider: str, delivery_id: str, body: bytes) -> list[str]:
 
 
 def _aware(t: dt.datetime) -> dt.datetime:
-    return t if t.tzinfo is not None else t.replace(tzinfo=dt.timezone.utc)
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
 
 
 def seen_delivery(session: Session, keys: str | list[str] | None, window_s: float | None = None

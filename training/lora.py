@@ -31,7 +31,7 @@ class LoraParams(nn.Module):
 
     def tensors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{path: (A, B)} carrying gradients."""
-        return {p: (a, b) for p, a, b in zip(self.paths, self.a, self.b)}
+        return {p: (a, b) for p, a, b in zip(self.paths, self.a, self.b, strict=False)}
 
     def load_adapter(self, path: Path | str) -> None:
         """Copy A and B from a PEFT adapter folder (same targets and rank; its alpha replaces ours)."""
@@ -45,7 +45,7 @@ class LoraParams(nn.Module):
             raise ValueError(f"adapter rank {config['r']} != student rank {self.rank}")
         self.lora_alpha = float(config["lora_alpha"])
         with torch.no_grad():
-            for p, a, b in zip(self.paths, self.a, self.b):
+            for p, a, b in zip(self.paths, self.a, self.b, strict=False):
                 if p in tensors:
                     a.copy_(tensors[p][0].float())
                     b.copy_(tensors[p][1].float())

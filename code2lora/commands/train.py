@@ -8,7 +8,6 @@ from pathlib import Path
 
 import typer
 
-
 # Module level so `code2lora.commands.finetune` can add `train opd|tropd|rl|sft` to the same group.
 train_app = typer.Typer(no_args_is_help=True, help="Train the hypernetwork (and its control arms), or fine-tune "
                         "a base model (SFT, OPD, TrOPD, RL).")

@@ -135,13 +135,13 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
         return
     src = np.asarray(src_l, dtype=np.int64)
     dst = np.asarray(dst_l, dtype=np.int64)
-    w = np.asarray(w_l, dtype=np.float64)
-    out_w = np.bincount(src, weights=w, minlength=n) if len(w) else np.zeros(n)
-    norm = w / out_w[src] if len(w) else w
+    edge_w = np.asarray(w_l, dtype=np.float64)
+    out_w = np.bincount(src, weights=edge_w, minlength=n) if len(edge_w) else np.zeros(n)
+    norm = edge_w / out_w[src] if len(edge_w) else edge_w
     dangling = out_w == 0
     r = np.full(n, 1.0 / n)
     for _ in range(100):
-        flow = np.bincount(dst, weights=r[src] * norm, minlength=n) if len(w) else np.zeros(n)
+        flow = np.bincount(dst, weights=r[src] * norm, minlength=n) if len(edge_w) else np.zeros(n)
         new = (1 - DAMPING) / n + DAMPING * (flow + r[dangling].sum() / n)
         if np.abs(new - r).sum() < 1e-12:
             r = new
@@ -151,12 +151,12 @@ def _rank(files: dict[str, FileFacts], paths: list[str], a: Analysis) -> None:
     # Each edge hands the referencing file's rank share to the (defining file, name) pair, plus 1/N
     # per referencing file: without it one helper of a central file outranks an API every file uses.
     name_score: dict[tuple[int, str], float] = {}
-    if len(w):
+    if len(edge_w):
         names = sorted(definers)
         key = dst * len(names) + np.asarray(ident_l, dtype=np.int64)
         uniq, inv = np.unique(key, return_inverse=True)
         sums = np.bincount(inv, weights=r[src] * norm) + np.bincount(inv) / n
-        for k, s in zip(uniq.tolist(), sums.tolist()):
+        for k, s in zip(uniq.tolist(), sums.tolist(), strict=False):
             name_score[(k // len(names), names[k % len(names)])] = s
     ranked: list[tuple[float, float, str, int, Definition]] = []
     for j, p in enumerate(paths):

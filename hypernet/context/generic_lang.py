@@ -46,9 +46,10 @@ def _js_imports(node: Node) -> list[Import]:
             elif c.type == "named_imports":
                 for s in c.named_children:
                     if s.type == "import_specifier":
-                        name = s.child_by_field_name("name")
-                        alias = s.child_by_field_name("alias")
-                        out.append(Import(module, decode(name.text) if name else "", decode(alias.text) if alias else None,
+                        name_node = s.child_by_field_name("name")
+                        alias_node = s.child_by_field_name("alias")
+                        out.append(Import(module, decode(name_node.text) if name_node else "",
+                                          decode(alias_node.text) if alias_node else None,
                                           0, line, module))
     return out or [Import(module, None, None, 0, line, module)]
 
@@ -256,18 +257,18 @@ class _Located:
     def __init__(self, node: Node, parents: dict[int, Node]) -> None:
         self.node, self._parents = node, parents
 
-    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+    def __getattr__(self, name: str):
         return getattr(self.node, name)
 
     @property
-    def parent(self) -> "_Located | None":
+    def parent(self) -> _Located | None:
         p = self._parents.get(self.node.id)
         if p is None:
             p = self.node.parent
         return _Located(p, self._parents) if p is not None else None
 
     @property
-    def prev_sibling(self) -> "_Located | None":
+    def prev_sibling(self) -> _Located | None:
         parent = self._parents.get(self.node.id)
         if parent is None or parent.child_count > 64:  # flat: the real lookup is cheap, a scan would not be
             prev = self.node.prev_sibling
@@ -301,7 +302,7 @@ def _scopes(root: Node, spec: Spec, wanted: set[int],
             out[node.id] = (list(parent_scope[0]), parent_scope[1])
             if parents is not None:  # the few levels _doc and the export rules climb
                 chain = [node, *reversed(ancestors[-_PARENT_LEVELS:])]
-                for child, parent in zip(chain, chain[1:]):
+                for child, parent in zip(chain, chain[1:], strict=False):
                     parents[child.id] = parent
         names, local = parent_scope
         if not local:
@@ -495,9 +496,9 @@ def extract_generic(lang: str, path: str, src: bytes, facts: FileFacts) -> None:
                 params=_params(node),
                 returns=_returns(node),
                 bases=_bases(node),
-                doc=_doc(_Located(node, parents)),  # type: ignore[arg-type]
+                doc=_doc(_Located(node, parents)),
                 is_async=any(c.type == "async" for c in (node.child_by_field_name("value") or node).children),
-                exported=spec.exported(_Located(node, parents), name),  # type: ignore[arg-type]
+                exported=spec.exported(_Located(node, parents), name),
             )))
     defs.sort(key=lambda x: (x[0], x[1].qualname))
     facts.definitions = [d for _, d in defs]

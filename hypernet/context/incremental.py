@@ -33,13 +33,13 @@ def changes_between(repo_root: Path, old_sha: str, new_sha: str) -> list[FileCha
     for d in repo.commit(old_sha).diff(repo.commit(new_sha), M=True):
         ct = d.change_type
         if ct == "A" or ct == "C":
-            out.append(FileChange("A", d.b_path))
+            out.append(FileChange("A", str(d.b_path)))
         elif ct == "D":
-            out.append(FileChange("D", d.a_path))
+            out.append(FileChange("D", str(d.a_path)))
         elif ct == "R":
-            out.append(FileChange("R", d.b_path, d.a_path))
+            out.append(FileChange("R", str(d.b_path), d.a_path))
         else:  # M, T (type change, e.g. file <-> symlink)
-            out.append(FileChange("M", d.b_path or d.a_path))
+            out.append(FileChange("M", str(d.b_path or d.a_path)))
     out.sort(key=lambda c: (c.path, c.status))
     return out
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib
-from functools import lru_cache
+from functools import cache
 
 from tree_sitter import Language, Parser, Query
 
@@ -43,20 +43,20 @@ def language_for(path: str) -> str | None:
     return EXTENSIONS.get(path[dot:].lower()) if dot >= 0 else None
 
 
-@lru_cache(maxsize=None)
+@cache
 def ts_language(name: str) -> Language:
     """The tree-sitter Language object for a language name."""
     module, attr = _GRAMMARS[name]
     return Language(getattr(importlib.import_module(module), attr)())
 
 
-@lru_cache(maxsize=None)
+@cache
 def parser(name: str) -> Parser:
     """A cached parser (one per process and language; parsers are not shared across threads)."""
     return Parser(ts_language(name))
 
 
-@lru_cache(maxsize=None)
+@cache
 def query(name: str, source: str) -> Query:
     """A compiled, cached query."""
     return Query(ts_language(name), source)

@@ -361,11 +361,11 @@ def extract_python(path: str, src: bytes, facts: FileFacts) -> None:
         found.sort(key=lambda t: (t[0], t[3].start_byte))
         facts.assertions = [_assertion(stmt, kind, src, path, tgt) for _, kind, stmt, tgt in found[:MAX_ASSERTIONS]]
     quotes = caps.get("quote", ())
-    double = sum(1 for node in quotes if node.text.endswith(b'"'))
+    double = len([q for q in quotes if q.text.endswith(b'"')])
     conv["quote_double"] = double
     conv["quote_single"] = len(quotes) - double
     facts.errors = len(caps.get("error", ())) + (1 if root.has_error and not caps.get("error") else 0)
-    for name in facts.constants:
-        walker._count_name("const", name.name)
+    for constant in facts.constants:
+        walker._count_name("const", constant.name)
     line_style(src, conv)
     facts.uses = dict(sorted(uses.items()))  # capture order varies between processes; keep output canonical

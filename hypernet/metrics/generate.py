@@ -33,7 +33,7 @@ def stack_adapters(adapters: Sequence[Tensors | None], scalings: Sequence[float]
         dtype = ref_a.dtype
         big_a = torch.zeros(len(adapters), r, ref_a.shape[-1], dtype=dtype, device=ref_a.device)
         big_b = torch.zeros(len(adapters), ref_b.shape[-2], r, dtype=dtype, device=ref_b.device)
-        for i, (ad, sc) in enumerate(zip(adapters, scalings)):
+        for i, (ad, sc) in enumerate(zip(adapters, scalings, strict=False)):
             if not ad or path not in ad:
                 continue
             a, b = ad[path]
@@ -167,7 +167,7 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
             with applied_lora(model, rows, sc):
                 gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache,
                               newline_check if stop_at_newline else None)
-        for i, g in zip(idx, gen):
+        for i, g in zip(idx, gen, strict=False):
             results[i] = tokenizer.decode(g, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return results
 

@@ -37,7 +37,8 @@ def predicted_identifier(cut: Cut, completion: str) -> str | None:
     """The identifier the completion puts at the cut: for "boundary" cuts the identifier it starts with (leading
     whitespace allowed), for "inside" cuts the partial identifier continued by the completion's word characters."""
     if cut.mode == "inside":
-        return cut.partial + _IDENT_TAIL.match(completion).group()
+        tail = _IDENT_TAIL.match(completion)
+        return cut.partial + (tail.group() if tail else "")
     m = _LEAD_IDENT.match(completion)
     return m.group(1) if m else None
 
@@ -51,8 +52,8 @@ def identifier_metrics(cuts: Sequence[Cut], completions: Sequence[str], known: s
     """
     if len(cuts) != len(completions):
         raise ValueError("one completion per cut")
-    recs = []
-    for cut, comp in zip(cuts, completions):
+    recs: list[dict[str, Any]] = []
+    for cut, comp in zip(cuts, completions, strict=False):
         pred = predicted_identifier(cut, comp)
         produced = pred if pred else first_identifier(comp)
         invented = produced is not None and produced not in known and produced not in words(cut.prefix_text)
@@ -77,8 +78,8 @@ def line_metrics(cases: Sequence[LineCase], completions: Sequence[str]) -> dict[
     `rest_of_line(completion)` against each case's target, with one record per case."""
     if len(cases) != len(completions):
         raise ValueError("one completion per case")
-    recs = []
-    for case, comp in zip(cases, completions):
+    recs: list[dict[str, Any]] = []
+    for case, comp in zip(cases, completions, strict=False):
         line = rest_of_line(comp)
         recs.append({"path": case.path, "line": case.line, "target": case.target, "generated": line,
                      "em": exact_match(line, case.target), "edit_sim": edit_similarity(line, case.target)})

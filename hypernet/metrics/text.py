@@ -28,7 +28,7 @@ _COMMON = {
     "parse", "load", "dump", "dumps", "loads", "send", "call", "apply", "init", "run", "get", "set", "add", "pop",
     "next", "line", "lines", "file", "files", "node", "nodes", "item", "list", "dict", "info", "error", "errors",
     "warn", "warning", "debug", "message", "default", "options", "config", "content", "context", "event",
-    "handler", "callback", "process", "request", "response", "result", "output", "input", "source", "target",
+    "handler", "callback", "process", "request", "response", "output", "input", "source", "target",
     "field", "fields", "module", "object", "function", "method", "instance", "parent", "child", "children",
     "length", "width", "height", "version", "render", "execute", "check", "validate", "create", "delete",
     "filter", "match", "search", "replace", "split", "join", "strip", "lower", "upper", "flush", "seek", "tell",

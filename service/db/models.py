@@ -12,7 +12,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 def utcnow() -> dt.datetime:
     """Timezone-aware now, stored the same way on SQLite and PostgreSQL."""
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_id() -> str:
@@ -48,10 +48,10 @@ class Repository(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
-    versions: Mapped[list["AdapterVersion"]] = relationship(
+    versions: Mapped[list[AdapterVersion]] = relationship(
         back_populates="repository", cascade="all, delete-orphan", order_by="AdapterVersion.version"
     )
-    snapshots: Mapped[list["ContextSnapshot"]] = relationship(back_populates="repository", cascade="all, delete-orphan")
+    snapshots: Mapped[list[ContextSnapshot]] = relationship(back_populates="repository", cascade="all, delete-orphan")
 
 
 class ContextSnapshot(Base):

@@ -1,8 +1,17 @@
 """Serving engines: the Engine protocol, the in-process ``local`` engine and the ``vllm`` client."""
 
 from .base import (
-    BASE_ADAPTER, AdapterRef, Choice, Engine, EngineHealth, EngineStats, GenerationRequest,
-    GenerationResult, SamplingParams, StreamDelta, TokenLogprob,
+    BASE_ADAPTER,
+    AdapterRef,
+    Choice,
+    Engine,
+    EngineHealth,
+    EngineStats,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    StreamDelta,
+    TokenLogprob,
 )
 from .errors import AdapterRejected, EngineClosed, EngineError, EngineUnavailable, InvalidGenerationRequest
 

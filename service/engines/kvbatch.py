@@ -50,7 +50,7 @@ class BatchKV:
         merged = [
             (torch.cat([_left_pad(k0, length, 2), _left_pad(k1, length, 2)], 0),
              torch.cat([_left_pad(v0, length, 2), _left_pad(v1, length, 2)], 0))
-            for (k0, v0), (k1, v1) in zip(cache_to_tensors(self.cache), cache_to_tensors(cache))
+            for (k0, v0), (k1, v1) in zip(cache_to_tensors(self.cache), cache_to_tensors(cache), strict=False)
         ]
         self.mask = torch.cat([_left_pad(self.mask, length, 1), _left_pad(mask, length, 1)], 0)
         self.cache = tensors_to_cache(merged, self.config)

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import torch
 
 from .base import (
-    BASE_ADAPTER, Choice, EngineHealth, EngineStats, GenerationRequest, GenerationResult, StreamDelta,
+    BASE_ADAPTER,
+    Choice,
+    EngineHealth,
+    EngineStats,
+    GenerationRequest,
+    GenerationResult,
+    StreamDelta,
 )
 from .errors import EngineError, InvalidGenerationRequest
 from .scheduler import Job, Scheduler
@@ -20,7 +27,7 @@ def load_model(model_path: str, dtype: torch.dtype = torch.float32, device: str 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device)  # type: ignore[arg-type]  # as in hypernet.basemodel
     return model.eval(), tokenizer
 
 
@@ -60,14 +67,14 @@ class LocalEngine:
         """Load an adapter now (it is also hot-loaded on first use by a request)."""
         await self.start()
         sched = self._sched
-        busy = lambda: {r.job.adapter_name for r in sched.rows}  # noqa: E731
+        busy = lambda: {r.job.adapter_name for r in sched.rows}
         await asyncio.wrap_future(sched.call(lambda: sched.adapters.load(adapter_id, str(path), busy())))
 
     async def unload(self, adapter_id: str) -> None:
         """Remove an adapter (deferred until its running rows finish)."""
         await self.start()
         sched = self._sched
-        busy = lambda: {r.job.adapter_name for r in sched.rows}  # noqa: E731
+        busy = lambda: {r.job.adapter_name for r in sched.rows}
         await asyncio.wrap_future(sched.call(lambda: sched.adapters.unload(adapter_id, busy())))
 
     @property
@@ -107,7 +114,11 @@ class LocalEngine:
     async def validate(self, requests: Sequence[GenerationRequest]) -> None:
         """Check every request before any is admitted (tokenizing off the event loop)."""
         if any(isinstance(r.prompt, str) for r in requests):
-            await asyncio.to_thread(lambda: [self._check(r) for r in requests])
+            def check_all() -> None:
+                for r in requests:
+                    self._check(r)
+
+            await asyncio.to_thread(check_all)
         else:
             for r in requests:
                 self._check(r)

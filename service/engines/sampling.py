@@ -40,4 +40,4 @@ def token_logprobs(logits: torch.Tensor, token_id: int, top_k: int) -> tuple[flo
     if top_k <= 0:
         return chosen, []
     values, ids = torch.topk(logp, min(top_k, logp.shape[-1]))
-    return chosen, [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist())]
+    return chosen, [(int(i), float(v)) for i, v in zip(ids.tolist(), values.tolist(), strict=False)]

@@ -11,9 +11,10 @@ import inspect
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ from .textstop import IncrementalText
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[object], None]  # receives StreamDelta or an Exception, from the scheduler thread
+Sink = Callable[[object], object]  # receives StreamDelta or an Exception, from the scheduler thread
 
 
 @dataclass
@@ -344,7 +345,7 @@ class Scheduler:
 
     def _consume(self, rows: list[Row], logits: torch.Tensor) -> None:
         logits = logits.float().cpu()
-        for r, row_logits in zip(rows, logits):
+        for r, row_logits in zip(rows, logits, strict=False):
             if r.done or r.job.cancelled:
                 continue
             try:
@@ -387,7 +388,7 @@ class Scheduler:
     def _finish(self, r: Row, reason: str, last_logprobs: list[TokenLogprob]) -> None:
         r.done = True
         job = r.job
-        counts = dict(finish_reason=reason, prompt_tokens=len(job.prompt_ids), completion_tokens=r.generated)
+        counts: dict[str, Any] = dict(finish_reason=reason, prompt_tokens=len(job.prompt_ids), completion_tokens=r.generated)
         if job.stream:
             delta = StreamDelta(index=r.index, text=r.text.delta(final=True), token_ids=[r.last_token],
                                 logprobs=last_logprobs or None, **counts)

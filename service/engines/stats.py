@@ -28,7 +28,7 @@ class StatsRecorder:
             data = sorted(self._latencies)
         if not data:
             return {}
-        pick = lambda q: data[min(len(data) - 1, int(q * len(data)))]  # noqa: E731
+        pick = lambda q: data[min(len(data) - 1, int(q * len(data)))]
         return {"p50": pick(0.5), "p90": pick(0.9), "p99": pick(0.99)}
 
     def snapshot_requests(self) -> dict[str, int]:

@@ -12,13 +12,20 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 import httpx
 
 from .base import (
-    Choice, EngineHealth, EngineStats, GenerationRequest, GenerationResult, StreamDelta, TokenLogprob,
+    Choice,
+    EngineHealth,
+    EngineStats,
+    GenerationRequest,
+    GenerationResult,
+    StreamDelta,
+    TokenLogprob,
 )
 from .errors import AdapterRejected, EngineUnavailable, InvalidGenerationRequest
 from .lru import AdapterLRU
@@ -325,4 +332,4 @@ def _logprobs(block: dict[str, Any] | None) -> list[TokenLogprob] | None:
     tops = block.get("top_logprobs") or [None] * len(block.get("tokens", []))
     return [TokenLogprob(token=t, token_id=-1, logprob=float(lp if lp is not None else 0.0),
                          top_logprobs=dict(top or {}))
-            for t, lp, top in zip(block.get("tokens", []), block.get("token_logprobs", []), tops)]
+            for t, lp, top in zip(block.get("tokens", []), block.get("token_logprobs", []), tops, strict=False)]

@@ -13,7 +13,7 @@ SECURE = dict(host="0.0.0.0", admin_password="admin-pw", readonly_password="view
               api_keys=["admin-test-key"], bearer="admin-test-key")
 
 
-def csrf(client, path: str = "/admin/login") -> str:  # type: ignore[no-untyped-def]
+def csrf(client, path: str = "/admin/login") -> str:
     """The CSRF token of the client's session, read from a rendered page."""
     resp = client.get(path, headers={"accept": "text/html"})
     match = CSRF_RE.search(resp.text)
@@ -21,19 +21,19 @@ def csrf(client, path: str = "/admin/login") -> str:  # type: ignore[no-untyped-
     return match.group(1)
 
 
-def login(client, user: str, password: str):  # type: ignore[no-untyped-def]
+def login(client, user: str, password: str):
     """Post the login form; returns the response (303 on success)."""
     token = csrf(client, "/admin/login")
     return client.post("/admin/login", data={"username": user, "password": password, "csrf_token": token},
                        follow_redirects=False)
 
 
-def post(client, path: str, **data: Any):  # type: ignore[no-untyped-def]
+def post(client, path: str, **data: Any):
     """Post a dashboard form with this session's CSRF token."""
     return client.post(path, data={"csrf_token": csrf(client, "/admin"), **data}, follow_redirects=False)
 
 
-def seed_repo(client, n_versions: int = 3, metrics: list[dict] | None = None, name: str = "seeded") -> int:  # type: ignore[no-untyped-def]
+def seed_repo(client, n_versions: int = 3, metrics: list[dict] | None = None, name: str = "seeded") -> int:
     """A repository with `n_versions` ready versions (the last active), written straight to the DB."""
     state = client.app.state.c2l
     with state.sessions() as s:
@@ -51,7 +51,7 @@ def seed_repo(client, n_versions: int = 3, metrics: list[dict] | None = None, na
         return repo.id
 
 
-def repo_row(client, repo_id: int) -> Repository | None:  # type: ignore[no-untyped-def]
+def repo_row(client, repo_id: int) -> Repository | None:
     """A fresh, detached copy of the repository row with its versions loaded."""
     with client.app.state.c2l.sessions() as s:
         repo = s.get(Repository, repo_id)
@@ -61,7 +61,7 @@ def repo_row(client, repo_id: int) -> Repository | None:  # type: ignore[no-unty
         return repo
 
 
-def jobs_of(client, repo_id: int) -> list[Job]:  # type: ignore[no-untyped-def]
+def jobs_of(client, repo_id: int) -> list[Job]:
     """The repository's jobs, oldest first."""
     from sqlalchemy import select
 

@@ -9,17 +9,17 @@ from tests.admin.helpers import SECURE, jobs_of, login, post, repo_row, seed_rep
 from tests.conftest import wait_job
 
 
-def _admin(client_for):  # type: ignore[no-untyped-def]
+def _admin(client_for):
     client = client_for(**SECURE)
     assert login(client, "admin", "admin-pw").status_code == 303
     return client
 
 
-def _flash(client, path: str) -> str:  # type: ignore[no-untyped-def]
+def _flash(client, path: str) -> str:
     return client.get(path).text
 
 
-def test_pin_unpin_rollback_and_delete_version(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_pin_unpin_rollback_and_delete_version(client_for) -> None:
     client = _admin(client_for)
     rid = seed_repo(client, 4)
     page = f"/admin/repos/{rid}"
@@ -49,7 +49,7 @@ def test_pin_unpin_rollback_and_delete_version(client_for) -> None:  # type: ign
     assert [v.version for v in repo_row(client, rid).versions] == [1, 2, 3]
 
 
-def test_regenerate_and_retry_queue_jobs(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_regenerate_and_retry_queue_jobs(client_for) -> None:
     client = _admin(client_for)
     rid = seed_repo(client, 1)  # its URL does not exist, so the regenerate job fails
     post(client, f"/admin/repos/{rid}/regenerate")
@@ -71,7 +71,7 @@ def test_regenerate_and_retry_queue_jobs(client_for) -> None:  # type: ignore[no
     assert len(jobs_of(client, rid)) == 4
 
 
-def test_retry_refuses_a_job_that_did_not_fail(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_retry_refuses_a_job_that_did_not_fail(client_for) -> None:
     client = _admin(client_for)
     rid = seed_repo(client, 1)
     from service.db.models import Job
@@ -85,7 +85,7 @@ def test_retry_refuses_a_job_that_did_not_fail(client_for) -> None:  # type: ign
     assert post(client, "/admin/jobs/nope/retry").status_code == 404
 
 
-def test_rotate_secret_shows_the_new_one_once(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_rotate_secret_shows_the_new_one_once(client_for) -> None:
     client = _admin(client_for)
     rid = seed_repo(client, 1)
     resp = post(client, f"/admin/repos/{rid}/webhook-secret")
@@ -95,7 +95,7 @@ def test_rotate_secret_shows_the_new_one_once(client_for) -> None:  # type: igno
     assert secret not in str(client.cookies.get("c2l_admin"))
 
 
-def test_register_local_repo_and_delete_it(client_for, sample_repo: Path) -> None:  # type: ignore[no-untyped-def]
+def test_register_local_repo_and_delete_it(client_for, sample_repo: Path) -> None:
     client = _admin(client_for)
     resp = post(client, "/admin/repos", url=str(sample_repo), name="sample", mode="evolving")
     assert resp.status_code == 200 and "Webhook secret (shown once" in resp.text
@@ -114,7 +114,7 @@ def test_register_local_repo_and_delete_it(client_for, sample_repo: Path) -> Non
     assert client.get("/repos/sample").status_code == 404
 
 
-def test_versions_table_plot_and_promotion_note(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_versions_table_plot_and_promotion_note(client_for) -> None:
     client = _admin(client_for)
     metrics = [{"eval_loss": 2.5}, {"eval": {"loss": 2.1, "exact_match": 0.4}},
                {"eval_loss": 2.9, "promotion": {"promoted": False, "reason": "eval loss rose by 0.8"}}]
@@ -133,14 +133,14 @@ def test_plot_scales_points_into_the_box() -> None:
 
 
 class _FakeEngine:
-    def stats(self):  # type: ignore[no-untyped-def]
+    def stats(self):
         from service.engines.base import EngineStats
 
         return EngineStats(engine="local", loaded=["alpha@v1", "beta@v2"], slots=8,
                            requests_per_adapter={"alpha@v1": 5, "gamma@v1": 2}, latency_ms={"p50": 12.5, "p99": 80.0})
 
 
-def test_engine_page_shows_stats_or_no_engine(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_engine_page_shows_stats_or_no_engine(client_for) -> None:
     client = _admin(client_for)
     assert "no engine" in client.get("/admin/engine").text
     client.app.state.c2l.serving_engine = _FakeEngine()

@@ -7,7 +7,7 @@ from tests.admin.helpers import SECURE, csrf, login, post, repo_row, seed_repo
 HTML = {"accept": "text/html"}
 
 
-def test_off_loopback_every_page_needs_login(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_off_loopback_every_page_needs_login(client_for) -> None:
     client = client_for(**SECURE)
     for path in ("/admin", "/admin/jobs", "/admin/engine", "/admin/repos/1"):
         resp = client.get(path, headers=HTML, follow_redirects=False)
@@ -18,7 +18,7 @@ def test_off_loopback_every_page_needs_login(client_for) -> None:  # type: ignor
     assert client.post("/admin/repos/1/versions/1/pin", data={"csrf_token": token}).status_code == 401
 
 
-def test_loopback_without_users_is_open_as_admin(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_loopback_without_users_is_open_as_admin(client_for) -> None:
     from fastapi.testclient import TestClient
 
     started = client_for()  # default host 127.0.0.1, no password configured
@@ -30,12 +30,12 @@ def test_loopback_without_users_is_open_as_admin(client_for) -> None:  # type: i
     assert remote.get("/admin", follow_redirects=False).status_code == 401
 
 
-def test_loopback_with_users_still_requires_login(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_loopback_with_users_still_requires_login(client_for) -> None:
     client = client_for(admin_password="pw")
     assert client.get("/admin", follow_redirects=False).status_code == 401
 
 
-def test_off_loopback_without_users_nobody_gets_in(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_off_loopback_without_users_nobody_gets_in(client_for) -> None:
     client = client_for(host="0.0.0.0")
     page = client.get("/admin/login", headers=HTML)
     assert "No dashboard user is configured" in page.text
@@ -43,7 +43,7 @@ def test_off_loopback_without_users_nobody_gets_in(client_for) -> None:  # type:
     assert client.get("/admin", follow_redirects=False).status_code == 401
 
 
-def test_login_logout_and_wrong_password(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_login_logout_and_wrong_password(client_for) -> None:
     client = client_for(**SECURE)
     bad = login(client, "admin", "nope")
     assert bad.status_code == 401 and "wrong user name or password" in bad.text
@@ -55,7 +55,7 @@ def test_login_logout_and_wrong_password(client_for) -> None:  # type: ignore[no
     assert client.get("/admin", follow_redirects=False).status_code == 401
 
 
-def test_login_redirects_only_inside_the_dashboard(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_login_redirects_only_inside_the_dashboard(client_for) -> None:
     client = client_for(**SECURE)
     token = csrf(client)
     for target, expected in (("/admin/jobs", "/admin/jobs"), ("//evil.example/admin", "/admin"),
@@ -67,7 +67,7 @@ def test_login_redirects_only_inside_the_dashboard(client_for) -> None:  # type:
         assert resp.headers["location"] == expected
 
 
-def test_session_ends_when_password_changes(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_session_ends_when_password_changes(client_for) -> None:
     first = client_for(**SECURE)
     assert login(first, "admin", "admin-pw").status_code == 303
     settings = first.app.state.c2l.settings
@@ -83,7 +83,7 @@ def test_session_ends_when_password_changes(client_for) -> None:  # type: ignore
     assert other.get("/admin", follow_redirects=False).status_code == (200 if shared else 401)
 
 
-def test_readonly_role_sees_pages_but_cannot_act(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_readonly_role_sees_pages_but_cannot_act(client_for) -> None:
     client = client_for(**SECURE)
     repo_id = seed_repo(client)
     assert login(client, "viewer", "viewer-pw").status_code == 303
@@ -99,7 +99,7 @@ def test_readonly_role_sees_pages_but_cannot_act(client_for) -> None:  # type: i
     assert repo.webhook_secret == "old-secret"
 
 
-def test_csrf_missing_or_invalid_is_refused(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_csrf_missing_or_invalid_is_refused(client_for) -> None:
     client = client_for(**SECURE)
     repo_id = seed_repo(client)
     assert login(client, "admin", "admin-pw").status_code == 303
@@ -113,7 +113,7 @@ def test_csrf_missing_or_invalid_is_refused(client_for) -> None:  # type: ignore
     assert repo_row(client, repo_id).pinned_version == 1  # type: ignore[union-attr]
 
 
-def test_login_form_itself_needs_csrf(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_login_form_itself_needs_csrf(client_for) -> None:
     client = client_for(**SECURE)
     resp = client.post("/admin/login", data={"username": "admin", "password": "admin-pw"})
     assert resp.status_code == 403

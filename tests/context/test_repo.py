@@ -7,9 +7,9 @@ import os
 import shutil
 from pathlib import Path
 
-from hypernet.context import RepoContext, extract_repo
-
 from ctx_helpers import write_tree
+
+from hypernet.context import RepoContext, extract_repo
 
 SOURCE_FILES = ["app.py", "pkg/__init__.py", "pkg/core.py", "pkg/util.py", "tests/test_core.py"]
 
@@ -119,7 +119,7 @@ def test_render_respects_budget_and_order(sample_repo: Path) -> None:
         "pkg/util.py:\n"
         "  def helper(x: int) -> int  # Help.\n"
     )
-    words = lambda s: len(s.split())  # noqa: E731 - a deliberately different counter
+    words = lambda s: len(s.split())  # a deliberately different counter
     for budget in (5, 40, 60, 80, 120):
         for counter in (None, words):
             text = ctx.render(budget, counter)

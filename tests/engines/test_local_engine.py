@@ -55,10 +55,10 @@ def test_mixed_batch_matches_each_adapter_alone(tiny, engine_factory):
     model_dir, adapters = tiny
     eng = engine_factory(slots=4)
     refs = [None, AdapterRef("a0", str(adapters[0])), AdapterRef("a1", str(adapters[1])), None]
-    reqs = [GenerationRequest(p, GREEDY, r) for p, r in zip(PROMPTS, refs)]
+    reqs = [GenerationRequest(p, GREEDY, r) for p, r in zip(PROMPTS, refs, strict=False)]
     mixed = run(eng.generate(reqs))
     expected = [reference_greedy(model_dir, None if r is None else r.path, p, GREEDY.max_tokens)
-                for p, r in zip(PROMPTS, refs)]
+                for p, r in zip(PROMPTS, refs, strict=False)]
     assert [m.choices[0].token_ids for m in mixed] == expected
     # adapters really change the output, so the comparison above is not vacuous
     same_prompt = run(eng.generate([GenerationRequest(PROMPTS[0], GREEDY, r) for r in refs[:3]]))

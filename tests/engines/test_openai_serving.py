@@ -13,7 +13,10 @@ from openai import AsyncOpenAI
 
 from service.api.openai.protocol import ChatCompletionRequest, CompletionRequest
 from service.api.openai.serving import (
-    SSE_DONE, create_chat_completion, create_completion, engine_error_to_http,
+    SSE_DONE,
+    create_chat_completion,
+    create_completion,
+    engine_error_to_http,
 )
 from service.engines import AdapterRef, EngineUnavailable
 from service.engines.local import LocalEngine, load_model

@@ -64,7 +64,7 @@ def check_rows(model_dir, slots, tok, adapters):
     names = [name for name, _ in adapters]
     with torch.no_grad():
         mixed = slots.forward(names, **kwargs).logits
-    for row, (name, path) in enumerate(adapters):
+    for row, (_name, path) in enumerate(adapters):
         mask = kwargs["attention_mask"][row].bool()
         ref = peft_logits(model_dir, path, kwargs, row)
         if path is None:

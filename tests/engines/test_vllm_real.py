@@ -83,7 +83,7 @@ def test_vllm_matches_local_engine(model_dir, vllm_url, tmp_path):
                 for i in range(2)]
     refs = [adapters[0], adapters[1], None, adapters[0]]
     params = SamplingParams(max_tokens=12, temperature=0.0)
-    reqs = [GenerationRequest(p, params, r) for p, r in zip(PROMPTS, refs)]
+    reqs = [GenerationRequest(p, params, r) for p, r in zip(PROMPTS, refs, strict=False)]
 
     async def run_both():
         vllm = VllmEngine(vllm_url, max_loras=4, base_model_path=str(model_dir),

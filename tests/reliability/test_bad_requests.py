@@ -38,12 +38,12 @@ def backend() -> str:
 
 
 @pytest.fixture
-def local_client(client_for):  # type: ignore[no-untyped-def]
+def local_client(client_for):
     # exactly the rows of one round below (1 + 1 + 1 + 1 + 2 + 1): a slot leaked by any round makes the next 503
     return client_for(engine="local", max_inflight_completions=7)
 
 
-def _post_all(client, bodies: list[dict], stream: bool = False) -> list:  # type: ignore[no-untyped-def]
+def _post_all(client, bodies: list[dict], stream: bool = False) -> list:
     """Send the bodies concurrently; each must be answered within WAIT_S."""
     with ThreadPoolExecutor(len(bodies)) as pool:
         futures = [pool.submit(client.post, "/v1/completions", json={**b, "stream": stream}) for b in bodies]
@@ -54,7 +54,7 @@ def _post_all(client, bodies: list[dict], stream: bool = False) -> list:  # type
 def test_invalid_input_is_400_and_nobody_else_is_affected(local_client, stream: bool) -> None:
     good = {"model": "base", "prompt": "def ", "max_tokens": 24, "temperature": 0}
     expected = local_client.post("/v1/completions", json=good).json()["choices"][0]["text"]
-    for round_ in range(3):  # three rounds filling the whole in-flight cap: no slot may leak
+    for _round in range(3):  # three rounds filling the whole in-flight cap: no slot may leak
         answers = _post_all(local_client, [good, *BAD_BODIES, good], stream=stream)
         for bad in answers[1:-1]:
             assert bad.status_code == 400, bad.text
@@ -86,7 +86,7 @@ POISON = 7  # a valid token id; the patched forward raises whenever it is in the
 
 
 @pytest.fixture
-def engine(service_model_dir: Path):  # type: ignore[no-untyped-def]
+def engine(service_model_dir: Path):
     from service.engines.local import LocalEngine
 
     eng = LocalEngine(model_path=str(service_model_dir), slots=2)
@@ -94,7 +94,7 @@ def engine(service_model_dir: Path):  # type: ignore[no-untyped-def]
     eng._sched.stop()
 
 
-def _drained(engine, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+def _drained(engine, timeout: float = 10.0) -> bool:
     """No queued job and no running row (finished rows leave at the end of the scheduler's step)."""
     import time
 
@@ -106,13 +106,13 @@ def _drained(engine, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-
     return True
 
 
-def _poison_forward(engine, where: str):  # type: ignore[no-untyped-def]
+def _poison_forward(engine, where: str):
     """Make `_forward` raise (like an out-of-memory or a kernel error) for the rows of the poisoned request."""
     sched = engine._sched
     real = sched._forward
     poisoned: set[int] = set()
 
-    def forward(ids, mask, positions, cache, names):  # type: ignore[no-untyped-def]
+    def forward(ids, mask, positions, cache, names):
         if where == "prefill" and ids.shape[1] > 1 and (ids == POISON).any():
             raise RuntimeError("simulated kernel failure")
         if where == "decode" and ids.shape[1] == 1 and sched.rows and any(
@@ -174,7 +174,7 @@ def test_sampling_failure_of_one_row_fails_only_that_request(engine, monkeypatch
 
     real = scheduler.sample_token
 
-    def sample(logits, temperature, top_p, gen):  # type: ignore[no-untyped-def]
+    def sample(logits, temperature, top_p, gen):
         if temperature == 0.5:
             raise RuntimeError("probability tensor contains inf or nan")
         return real(logits, temperature, top_p, gen)

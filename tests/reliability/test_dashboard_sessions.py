@@ -27,12 +27,12 @@ def backend() -> str:
     return "sqlite"
 
 
-def _login_events(client) -> list[tuple[int, str]]:  # type: ignore[no-untyped-def]
+def _login_events(client) -> list[tuple[int, str]]:
     with client.app.state.c2l.sessions() as s:
         return [(e.status, e.actor) for e in s.scalars(select(AuditEvent).where(AuditEvent.path == "/admin/login"))]
 
 
-def test_login_is_throttled_per_client_and_user_and_failures_are_audited(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_login_is_throttled_per_client_and_user_and_failures_are_audited(client_for) -> None:
     client = client_for(**SECURE, login_max_failures=5, login_failure_window_s=60)
     codes = [login(client, "admin", f"guess-{i}").status_code for i in range(5)]
     assert codes == [401] * 5
@@ -49,13 +49,13 @@ def test_login_is_throttled_per_client_and_user_and_failures_are_audited(client_
     assert (303, "admin:viewer") in events
 
 
-def _cookie_payload(client) -> dict:  # type: ignore[no-untyped-def]
+def _cookie_payload(client) -> dict:
     raw = client.cookies.get("c2l_admin")
     data = raw.split(".", 1)[0]
     return json.loads(base64.b64decode(data + "=" * (-len(data) % 4)))
 
 
-def test_logout_revokes_the_session_and_the_cookie_holds_no_password_fingerprint(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_logout_revokes_the_session_and_the_cookie_holds_no_password_fingerprint(client_for) -> None:
     client = client_for(**SECURE)
     assert login(client, "admin", "admin-pw").status_code == 303
     payload = _cookie_payload(client)
@@ -74,7 +74,7 @@ def test_logout_revokes_the_session_and_the_cookie_holds_no_password_fingerprint
     assert thief.get("/admin", follow_redirects=False).status_code == 401
 
 
-def test_session_cookie_is_secure_over_tls(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_session_cookie_is_secure_over_tls(client_for) -> None:
     client = client_for(**SECURE)
     tls = TestClient(client.app, base_url="https://testserver", client=("127.0.0.1", 50002))
     resp = login(tls, "admin", "admin-pw")
@@ -88,7 +88,7 @@ def test_session_cookie_is_secure_over_tls(client_for) -> None:  # type: ignore[
 
 @pytest.mark.parametrize("header", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"},
                                     {"X-Real-IP": "203.0.113.9"}])
-def test_no_login_mode_refuses_proxied_requests(client_for, header: dict) -> None:  # type: ignore[no-untyped-def]
+def test_no_login_mode_refuses_proxied_requests(client_for, header: dict) -> None:
     client = client_for()  # no dashboard users, loopback bind: open to direct loopback clients only
     assert client.get("/admin", follow_redirects=False).status_code == 200
     resp = client.get("/admin", headers=header, follow_redirects=False)

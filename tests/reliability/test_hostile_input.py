@@ -27,7 +27,7 @@ def backend() -> str:
 
 
 @pytest.fixture
-def client(client_for):  # type: ignore[no-untyped-def]
+def client(client_for):
     c = client_for(engine="local", allow_local_repos=True)
     state = c.app.state.c2l
     with state.sessions() as s:  # one repository with a ready version, straight into the DB
@@ -43,7 +43,7 @@ def client(client_for):  # type: ignore[no-untyped-def]
     return c
 
 
-def _is_4xx(resp) -> None:  # type: ignore[no-untyped-def]
+def _is_4xx(resp) -> None:
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
 
 
@@ -52,7 +52,7 @@ def _is_4xx(resp) -> None:  # type: ignore[no-untyped-def]
     ("/webhooks/gitlab", {"X-Gitlab-Event": "Push Hook"}), ("/repos", {}), ("/v1/completions", {}),
 ])
 @pytest.mark.parametrize("body", [DEEP_ARRAY, DEEP_OBJECT], ids=["array", "object"])
-def test_deeply_nested_json_is_400(client, path: str, headers: dict, body: bytes) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_json_is_400(client, path: str, headers: dict, body: bytes) -> None:
     resp = client.post(path, content=body, headers={**JSON, **headers})
     assert resp.status_code == 400, (resp.status_code, resp.text[:300])
 
@@ -64,11 +64,11 @@ def test_deeply_nested_json_is_400(client, path: str, headers: dict, body: bytes
     ("POST", "/repos/good/versions/9223372036854775808/pin"), ("GET", f"/jobs/{HUGE}"),
     ("GET", "/repos/%ED%A0%80"), ("GET", "/v1/models/%ED%A0%80"),
 ])
-def test_huge_integers_and_bad_bytes_in_paths_are_4xx(client, method: str, path: str) -> None:  # type: ignore[no-untyped-def]
+def test_huge_integers_and_bad_bytes_in_paths_are_4xx(client, method: str, path: str) -> None:
     _is_4xx(client.request(method, path))
 
 
-def test_huge_integers_in_bodies_are_4xx(client) -> None:  # type: ignore[no-untyped-def]
+def test_huge_integers_in_bodies_are_4xx(client) -> None:
     _is_4xx(client.post("/repos/good/rollback", json={"version": int(HUGE)}))
     _is_4xx(client.post("/repos/good/rollback", json={"version": 2**63}))
     assert client.post("/repos/good/versions/prune", json={"keep": int(HUGE)}).status_code == 200  # keeps all
@@ -76,7 +76,7 @@ def test_huge_integers_in_bodies_are_4xx(client) -> None:  # type: ignore[no-unt
 
 @pytest.mark.parametrize("model", [f"good@v{HUGE}", "good@v2147483648", "good@v9223372036854775808",
                                    f"{HUGE}", f"{HUGE}@v1", "good@v0"])
-def test_huge_version_in_model_name_is_404(client, model: str) -> None:  # type: ignore[no-untyped-def]
+def test_huge_version_in_model_name_is_404(client, model: str) -> None:
     for path, extra in (("/v1/completions", {"prompt": "x"}),
                         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]})):
         resp = client.post(path, json={"model": model, "max_tokens": 1, **extra})
@@ -92,7 +92,7 @@ LONE = "\\ud800"  # a JSON escape of a lone surrogate: valid JSON, not valid Uni
     '{"url": "https://git.example.com/o/r.git", "name": "r%s"}' % LONE,
     '{"url": "https://git.example.com/o/r.git", "branch": "m%s"}' % LONE,
 ])
-def test_lone_surrogates_in_a_repos_body_are_422(client, raw: str) -> None:  # type: ignore[no-untyped-def]
+def test_lone_surrogates_in_a_repos_body_are_422(client, raw: str) -> None:
     resp = client.post("/repos", content=raw.encode(), headers=JSON)
     assert resp.status_code == 422, (resp.status_code, resp.text[:300])
     assert client.get("/repos").json() and len(client.get("/repos").json()) == 1  # nothing new stored
@@ -103,13 +103,13 @@ def test_lone_surrogates_in_a_repos_body_are_422(client, raw: str) -> None:  # t
     '{"model": "base", "prompt": "x%s"}' % LONE, '{"model": "base", "prompt": ["ok", "%s"]}' % LONE,
     '{"model": "base", "prompt": "x", "stop": ["%s"]}' % LONE, '{"model": "base", "prompt": "x", "user": "%s"}' % LONE,
 ])
-def test_lone_surrogates_in_completions_are_400(client, raw: str) -> None:  # type: ignore[no-untyped-def]
+def test_lone_surrogates_in_completions_are_400(client, raw: str) -> None:
     resp = client.post("/v1/completions", content=raw.encode(), headers=JSON)
     assert resp.status_code == 400, (resp.status_code, resp.text[:300])
     assert resp.json()["error"]["type"] == "invalid_request_error"
 
 
-def test_lone_surrogates_in_chat_are_400(client) -> None:  # type: ignore[no-untyped-def]
+def test_lone_surrogates_in_chat_are_400(client) -> None:
     for raw in ('{"model": "base", "messages": [{"role": "user", "content": "%s"}]}' % LONE,
                 '{"model": "base", "messages": [{"role": "user", "content": [{"type": "text", "text": "%s"}]}]}'
                 % LONE):

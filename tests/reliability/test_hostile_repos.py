@@ -18,7 +18,7 @@ def backend() -> str:  # these run on the embedded defaults only (the logic unde
     return "sqlite"
 
 
-def _ingest(client, path: Path, timeout: float = 120.0) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
+def _ingest(client, path: Path, timeout: float = 120.0) -> tuple[dict, dict]:
     resp = client.post("/repos", json={"url": str(path)})
     assert resp.status_code == 202, resp.text
     t0 = time.monotonic()
@@ -27,7 +27,7 @@ def _ingest(client, path: Path, timeout: float = 120.0) -> tuple[dict, dict]:  #
     return job, client.get(f"/repos/{resp.json()['repository']['id']}").json()
 
 
-def _snapshot_stats(make_settings, repo_id: int) -> dict:  # type: ignore[no-untyped-def]
+def _snapshot_stats(make_settings, repo_id: int) -> dict:
     from sqlalchemy import select
 
     from service.db.models import ContextSnapshot
@@ -130,7 +130,7 @@ def test_empty_repository(client, tmp_path: Path) -> None:
     assert info["active_version"] == 1
 
 
-def test_repository_changing_between_clone_and_extraction(client, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_repository_changing_between_clone_and_extraction(client, tmp_path: Path, monkeypatch) -> None:
     """The job extracts the commit it cloned: later upstream commits do not leak into that version."""
     from service.jobs import ingest
 
@@ -138,7 +138,7 @@ def test_repository_changing_between_clone_and_extraction(client, tmp_path: Path
     first = make_git_repo(repo, {"a.py": "def first_version():\n    return 1\n"})
     real_clone = ingest.clone
 
-    def clone_then_push(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def clone_then_push(*args, **kwargs):
         sha = real_clone(*args, **kwargs)
         (repo / "a.py").write_text("def second_version():\n    return 2\n")
         r = git.Repo(repo)
@@ -156,7 +156,7 @@ def test_repository_changing_between_clone_and_extraction(client, tmp_path: Path
 # ---- issue 21 Medium 6: what a hostile repository did to the first version of these guards ----
 
 
-def test_deeply_nested_python_is_skipped_with_a_reason(client, tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_deeply_nested_python_is_skipped_with_a_reason(client, tmp_path: Path, make_settings) -> None:
     """800 nested classes (~330 KB) raised RecursionError and failed the whole ingest."""
     nested = "".join(" " * i + f"class C{i}:\n" for i in range(800)) + " " * 800 + "pass\n"
     repo = tmp_path / "r"
@@ -197,7 +197,7 @@ def _git_bomb(path: Path, blob_bytes: int, fanout: int, levels: int) -> None:
     blob_file.write_bytes(b"x = 1\n" * (blob_bytes // 6))
     sha = g.hash_object("-w", str(blob_file))
     kind = "blob"
-    for level in range(levels):
+    for _level in range(levels):
         mode = "100644" if kind == "blob" else "040000"
         listing = "".join(f"{mode} {kind} {sha}\tf{i}{'.py' if kind == 'blob' else ''}\n" for i in range(fanout))
         sha = r.git.execute(["git", "mktree"], istream=_pipe(listing)).strip()
@@ -207,7 +207,7 @@ def _git_bomb(path: Path, blob_bytes: int, fanout: int, levels: int) -> None:
     r.git.update_ref("refs/heads/main", commit)
 
 
-def _pipe(text: str):  # type: ignore[no-untyped-def]
+def _pipe(text: str):
     import tempfile
 
     f = tempfile.TemporaryFile()
@@ -216,7 +216,7 @@ def _pipe(text: str):  # type: ignore[no-untyped-def]
     return f
 
 
-def test_git_bomb_is_measured_before_checkout(client_for, tmp_path: Path, make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_git_bomb_is_measured_before_checkout(client_for, tmp_path: Path, make_settings) -> None:
     """A 212 KB git bomb wrote 587 MB before the size limit was checked. The tree's blob sizes are summed from the
     object store first: over the limit, nothing is checked out (the workspace never grows past the limit)."""
     import threading
@@ -249,13 +249,13 @@ def test_git_bomb_is_measured_before_checkout(client_for, tmp_path: Path, make_s
     assert peak[0] < max_bytes, peak
 
 
-def test_in_process_jobs_have_a_time_limit(client_for, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_in_process_jobs_have_a_time_limit(client_for, tmp_path: Path, monkeypatch) -> None:
     """In-process jobs ran without a limit; now CODE2LORA_JOB_TIMEOUT_S fails one at its next progress report."""
     import hypernet.context as context
 
     real = context.extract_repo
 
-    def slow_extract(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def slow_extract(*args, **kwargs):
         time.sleep(2.5)
         return real(*args, **kwargs)
 

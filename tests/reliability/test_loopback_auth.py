@@ -37,7 +37,7 @@ def backend() -> str:
 
 
 @pytest.fixture
-def app(make_settings):  # type: ignore[no-untyped-def]
+def app(make_settings):
     from service.api.app import create_app
     from service.db.models import Repository
 
@@ -49,11 +49,11 @@ def app(make_settings):  # type: ignore[no-untyped-def]
         yield app
 
 
-def _call(client: TestClient, method: str, path: str, body: dict | None):  # type: ignore[no-untyped-def]
+def _call(client: TestClient, method: str, path: str, body: dict | None):
     return client.request(method, path, json=body) if body is not None else client.request(method, path)
 
 
-def _ping(client: TestClient, secret: str = SECRET):  # type: ignore[no-untyped-def]
+def _ping(client: TestClient, secret: str = SECRET):
     body = json.dumps({"zen": "hi", "repository": {"clone_url": URL}}).encode()
     sig = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
     return client.post("/webhooks/github", content=body,
@@ -62,7 +62,7 @@ def _ping(client: TestClient, secret: str = SECRET):  # type: ignore[no-untyped-
 
 
 @pytest.mark.parametrize("peer", [("10.0.0.5", 1234), ("203.0.113.9", 40000), ("2001:db8::1", 1234)])
-def test_remote_clients_without_keys_are_refused(app, peer) -> None:  # type: ignore[no-untyped-def]
+def test_remote_clients_without_keys_are_refused(app, peer) -> None:
     remote = TestClient(app, client=peer)
     for method, path, body in PROTECTED:
         resp = _call(remote, method, path, body)
@@ -80,14 +80,14 @@ def test_remote_clients_without_keys_are_refused(app, peer) -> None:  # type: ig
 
 @pytest.mark.parametrize("header", [{"X-Forwarded-For": "198.51.100.7"}, {"Forwarded": "for=198.51.100.7"},
                                     {"X-Real-IP": "198.51.100.7"}])
-def test_loopback_through_a_proxy_is_not_local(app, header) -> None:  # type: ignore[no-untyped-def]
+def test_loopback_through_a_proxy_is_not_local(app, header) -> None:
     proxied = TestClient(app, client=("127.0.0.1", 50001), headers=header)
     for method, path, body in PROTECTED:
         assert _call(proxied, method, path, body).status_code == 401, (method, path)
 
 
 @pytest.mark.parametrize("peer", [("127.0.0.1", 50000), ("127.5.6.7", 1), ("::1", 2), ("::ffff:127.0.0.1", 3)])
-def test_direct_loopback_clients_are_open(app, peer) -> None:  # type: ignore[no-untyped-def]
+def test_direct_loopback_clients_are_open(app, peer) -> None:
     local = TestClient(app, client=peer)
     assert local.get("/repos").status_code == 200
     assert local.get("/v1/models").status_code == 200
@@ -95,12 +95,12 @@ def test_direct_loopback_clients_are_open(app, peer) -> None:  # type: ignore[no
     assert local.post("/v1/completions", json={"model": "base", "prompt": "x"}).status_code == 503  # no engine
 
 
-def test_unnamed_peers_and_the_testclient_default_are_not_local(app) -> None:  # type: ignore[no-untyped-def]
+def test_unnamed_peers_and_the_testclient_default_are_not_local(app) -> None:
     assert TestClient(app).get("/repos").status_code == 401  # peer "testclient": not an address
     assert TestClient(app, client=("localhost.evil.example", 1)).get("/repos").status_code == 401
 
 
-def test_keys_work_from_anywhere_and_a_public_bind_refuses_even_loopback(make_settings) -> None:  # type: ignore[no-untyped-def]
+def test_keys_work_from_anywhere_and_a_public_bind_refuses_even_loopback(make_settings) -> None:
     from service.api.app import create_app
 
     keyed = create_app(make_settings(engine="none", api_keys=[hash_key("k-remote")]))

@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _serve_kwargs(monkeypatch, tmp_path: Path, **env: str) -> tuple:  # type: ignore[no-untyped-def]
+def _serve_kwargs(monkeypatch, tmp_path: Path, **env: str) -> tuple:
     """What `code2lora serve` hands to uvicorn.run (the app is built, not started)."""
     import uvicorn
 
@@ -52,7 +52,7 @@ def _serve_kwargs(monkeypatch, tmp_path: Path, **env: str) -> tuple:  # type: ig
     return app, captured
 
 
-def _audit_actors(app) -> list[str]:  # type: ignore[no-untyped-def]
+def _audit_actors(app) -> list[str]:
     from sqlalchemy import select
 
     from service.db.models import AuditEvent
@@ -96,7 +96,7 @@ def test_serve_does_not_trust_forwarded_for_unless_configured(monkeypatch, tmp_p
     assert trusted["proxy_headers"] is True and trusted["forwarded_allow_ips"] == "10.0.0.1"
 
 
-def test_made_up_bearer_tokens_share_the_address_bucket(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_made_up_bearer_tokens_share_the_address_bucket(client_for) -> None:
     client = client_for(rate_limit_per_s=0.01, rate_limit_burst=2)  # no API keys: open to loopback
     codes = [client.get("/v1/models", headers={"Authorization": f"Bearer {secrets.token_hex(8)}"}).status_code
              for _ in range(4)]

@@ -41,7 +41,7 @@ class _Capture(logging.Handler):
 
 
 @pytest.fixture
-def all_logs():  # type: ignore[no-untyped-def]
+def all_logs():
     handler, root = _Capture(), logging.getLogger()
     old_level = root.level
     root.addHandler(handler)

@@ -75,7 +75,7 @@ def listener() -> Iterator[Listener]:
     srv.close()
 
 
-def _count(client, model) -> int:  # type: ignore[no-untyped-def]
+def _count(client, model) -> int:
     with client.app.state.c2l.sessions() as s:
         return s.scalar(select(func.count()).select_from(model))
 
@@ -107,7 +107,7 @@ INTERNAL = [
 
 
 @pytest.mark.parametrize("template", INTERNAL)
-def test_internal_addresses_refused_at_registration(client_for, listener: Listener, template: str) -> None:  # type: ignore[no-untyped-def]
+def test_internal_addresses_refused_at_registration(client_for, listener: Listener, template: str) -> None:
     client = client_for()
     resp = client.post("/repos", json={"url": template.format(port=listener.port)})
     assert resp.status_code == 422, resp.text
@@ -117,7 +117,7 @@ def test_internal_addresses_refused_at_registration(client_for, listener: Listen
     assert listener.accepted == 0  # nothing connected to the port
 
 
-def test_allow_list_names_internal_hosts(client_for, listener: Listener) -> None:  # type: ignore[no-untyped-def]
+def test_allow_list_names_internal_hosts(client_for, listener: Listener) -> None:
     client = client_for(allowed_git_hosts=["git.internal.test", "127.0.0.0/8"], clone_stall_timeout_s=1)
     for url in (f"https://127.0.0.1:{listener.port}/a.git", f"https://localhost:{listener.port}/b.git"):
         assert client.post("/repos", json={"url": url}).status_code == 202, url
@@ -126,12 +126,12 @@ def test_allow_list_names_internal_hosts(client_for, listener: Listener) -> None
     assert client.post("/repos", json={"url": "https://git.internal.test/o/r.git"}).status_code == 202
 
 
-def test_dns_change_is_checked_again_at_clone_time(client_for, listener: Listener, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_dns_change_is_checked_again_at_clone_time(client_for, listener: Listener, monkeypatch) -> None:
     """Public when registered, loopback when cloned (DNS rebinding): the clone is refused before git runs."""
     real = socket.getaddrinfo
     answer = {"addr": "93.184.216.34"}  # a public address at registration time
 
-    def fake(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+    def fake(host, port, *args, **kwargs):
         if host == "rebind.example.test":
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answer["addr"], port))]
         return real(host, port, *args, **kwargs)
@@ -163,7 +163,7 @@ def test_dns_change_is_checked_again_at_clone_time(client_for, listener: Listene
     assert listener.accepted == 0
 
 
-def test_job_errors_do_not_tell_ports_apart(client_for, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_job_errors_do_not_tell_ports_apart(client_for, tmp_path) -> None:
     """Closed, silent, non-TLS (Redis-like) and missing-repository ports give the same job error; the silent one
     fails after the stall timeout, not the clone timeout."""
     client = client_for(allowed_git_hosts=["127.0.0.1"], clone_stall_timeout_s=2, clone_timeout_s=120)
@@ -190,7 +190,7 @@ def test_job_errors_do_not_tell_ports_apart(client_for, tmp_path) -> None:  # ty
 
 
 def test_silent_host_holds_neither_the_only_worker_nor_more_than_its_limit(client_for, listener: Listener,
-                                                                          tmp_path) -> None:  # type: ignore[no-untyped-def]
+                                                                          tmp_path) -> None:
     client = client_for(allowed_git_hosts=["127.0.0.1"], clone_stall_timeout_s=120, clone_timeout_s=120,
                         job_workers=2, max_clones_per_host=1)
     stuck = [client.post("/repos", json={"url": f"https://127.0.0.1:{listener.port}/o/r{i}.git"}).json()["job"]["id"]
@@ -223,7 +223,7 @@ def test_silent_host_holds_neither_the_only_worker_nor_more_than_its_limit(clien
         assert wait_job(client, j, timeout=60)["error"] == REMOTE_FAILURE
 
 
-def test_registrations_are_rate_limited(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_registrations_are_rate_limited(client_for) -> None:
     client = client_for(register_rate_per_min=6, register_burst=3)
     codes = [client.post("/repos", json={"url": "https://10.0.0.1/x.git"}).status_code for _ in range(3)]
     assert codes == [422, 422, 422]  # refused attempts count too

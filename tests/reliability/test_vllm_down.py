@@ -68,7 +68,7 @@ class Proc:
         _wait_port(self.port, up=False)
 
 
-def _client(make_settings, **fields) -> TestClient:  # type: ignore[no-untyped-def]
+def _client(make_settings, **fields) -> TestClient:
     from service.api.app import create_app
 
     c = TestClient(create_app(make_settings(**fields)), raise_server_exceptions=False, client=LOOPBACK_CLIENT)
@@ -76,7 +76,7 @@ def _client(make_settings, **fields) -> TestClient:  # type: ignore[no-untyped-d
     return c
 
 
-def _kill_and_recover(client: TestClient, server: Proc, model: str, loads) -> None:  # type: ignore[no-untyped-def]
+def _kill_and_recover(client: TestClient, server: Proc, model: str, loads) -> None:
     ok = client.post("/v1/completions", json={"model": model, **COMPLETION})
     assert ok.status_code == 200, ok.text
     assert ok.json()["model"] == model + "@v1"

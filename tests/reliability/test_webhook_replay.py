@@ -27,7 +27,7 @@ def backend() -> str:
     return "sqlite"
 
 
-def _jobs(client) -> int:  # type: ignore[no-untyped-def]
+def _jobs(client) -> int:
     with client.app.state.c2l.sessions() as s:
         return s.scalar(select(func.count()).select_from(Job))
 
@@ -37,7 +37,7 @@ def _push(url: str, after: str = "b" * 40) -> bytes:
                        "repository": {"clone_url": url, "default_branch": "main"}}).encode()
 
 
-def _github(client, body: bytes, secret: str, delivery: str | None):  # type: ignore[no-untyped-def]
+def _github(client, body: bytes, secret: str, delivery: str | None):
     headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": github_signature(secret, body),
                "content-type": "application/json"}
     if delivery is not None:
@@ -46,13 +46,13 @@ def _github(client, body: bytes, secret: str, delivery: str | None):  # type: ig
 
 
 @pytest.fixture
-def registered(client, sample_repo: Path):  # type: ignore[no-untyped-def]
+def registered(client, sample_repo: Path):
     created = client.post("/repos", json={"url": str(sample_repo)}).json()
     assert wait_job(client, created["job"]["id"])["status"] == "succeeded"
     return created["repository"]["url"], created["webhook_secret"]
 
 
-def test_github_replay_with_new_or_missing_delivery_id_queues_nothing(client, registered) -> None:  # type: ignore[no-untyped-def]
+def test_github_replay_with_new_or_missing_delivery_id_queues_nothing(client, registered) -> None:
     url, secret = registered
     body = _push(url)
     before = _jobs(client)
@@ -71,7 +71,7 @@ def test_github_replay_with_new_or_missing_delivery_id_queues_nothing(client, re
     assert other.status_code == 202 and not other.json()["outcome"].startswith("duplicate")
 
 
-def test_gitlab_replay_queues_nothing(client, registered) -> None:  # type: ignore[no-untyped-def]
+def test_gitlab_replay_queues_nothing(client, registered) -> None:
     url, secret = registered
     payload = {"object_kind": "push", "ref": "refs/heads/main", "before": "a" * 40, "after": "d" * 40,
                "project": {"git_http_url": url, "default_branch": "main"}}
@@ -86,7 +86,7 @@ def test_gitlab_replay_queues_nothing(client, registered) -> None:  # type: igno
     assert _jobs(client) == queued
 
 
-def test_deliveries_are_forgotten_after_the_window(client_for, sample_repo: Path) -> None:  # type: ignore[no-untyped-def]
+def test_deliveries_are_forgotten_after_the_window(client_for, sample_repo: Path) -> None:
     import datetime as dt
 
     client = client_for(webhook_replay_window_s=3600)
@@ -105,7 +105,7 @@ def test_deliveries_are_forgotten_after_the_window(client_for, sample_repo: Path
         assert s.scalar(select(func.count()).select_from(WebhookDelivery)) == 2
 
 
-def test_unknown_url_and_bad_signature_get_the_same_answer(client, registered) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_url_and_bad_signature_get_the_same_answer(client, registered) -> None:
     url, secret = registered
     answers = []
     for target, key in ((url, "wrong-secret"), ("https://git.example.com/not/registered.git", secret),

@@ -29,7 +29,7 @@ def backend() -> str:
     return "sqlite"
 
 
-def _slow_no_eos(client, step_s: float = 0.005) -> list[int]:  # type: ignore[no-untyped-def]
+def _slow_no_eos(client, step_s: float = 0.005) -> list[int]:
     """No end-of-sequence and a pause per decode step; returns a live count of decode steps."""
     sched = client.app.state.c2l.serving_engine._sched
     sched.eos_ids = set()
@@ -45,7 +45,7 @@ def _slow_no_eos(client, step_s: float = 0.005) -> list[int]:  # type: ignore[no
     return steps
 
 
-def _err(resp, status: int, param: str | None = None) -> dict:  # type: ignore[no-untyped-def]
+def _err(resp, status: int, param: str | None = None) -> dict:
     assert resp.status_code == status, resp.text
     err = resp.json()["error"]
     assert err["code"] == status and err["type"] and err["message"]
@@ -54,7 +54,7 @@ def _err(resp, status: int, param: str | None = None) -> dict:  # type: ignore[n
     return err
 
 
-def test_per_request_bounds_are_400(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_per_request_bounds_are_400(client_for) -> None:
     client = client_for(engine="local")
     url = "/v1/completions"
     body = json.dumps({"model": "base", "prompt": ["x"] * 100_000, "max_tokens": 1})
@@ -77,7 +77,7 @@ def test_per_request_bounds_are_400(client_for) -> None:  # type: ignore[no-unty
     assert client.app.state.inflight.active == 0 and client.app.state.inflight.tokens == 0
 
 
-def test_inflight_cap_counts_rows_and_tokens(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_inflight_cap_counts_rows_and_tokens(client_for) -> None:
     client = client_for(engine="local", max_inflight_completions=5, max_inflight_tokens=2100)
     limiter = client.app.state.inflight
     _slow_no_eos(client)
@@ -106,7 +106,7 @@ def test_inflight_cap_counts_rows_and_tokens(client_for) -> None:  # type: ignor
     assert after.status_code == 200
 
 
-def test_client_disconnect_cancels_non_streaming_work(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_client_disconnect_cancels_non_streaming_work(client_for) -> None:
     client = client_for(engine="local")
     steps = _slow_no_eos(client)
     engine = client.app.state.c2l.serving_engine

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import git
-import pytest
 
 from tests.conftest import SAMPLE_FILES, make_git_repo, wait_job
 
 
-def _register(client, url: str, **extra) -> dict:  # type: ignore[no-untyped-def]
+def _register(client, url: str, **extra) -> dict:
     resp = client.post("/repos", json={"url": url, **extra})
     assert resp.status_code == 202, resp.text
     job = wait_job(client, resp.json()["job"]["id"])

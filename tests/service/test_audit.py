@@ -7,12 +7,12 @@ from sqlalchemy import select
 from service.db.models import AuditEvent
 
 
-def _events(client) -> list[AuditEvent]:  # type: ignore[no-untyped-def]
+def _events(client) -> list[AuditEvent]:
     with client.app.state.c2l.sessions() as s:
         return list(s.scalars(select(AuditEvent).order_by(AuditEvent.id)))
 
 
-def test_mutations_are_audited(client, sample_repo) -> None:  # type: ignore[no-untyped-def]
+def test_mutations_are_audited(client, sample_repo) -> None:
     client.get("/repos")
     client.post("/repos", json={"url": "ext::sh -c id"})
     created = client.post("/repos", json={"url": str(sample_repo)}, headers={"Authorization": "Bearer k1"})

@@ -12,13 +12,13 @@ from tests.conftest import make_git_repo, wait_job
 
 
 @pytest.fixture(scope="module")
-def generator(service_model_dir: Path, service_checkpoint: Path):  # type: ignore[no-untyped-def]
+def generator(service_model_dir: Path, service_checkpoint: Path):
     from hypernet.generator import AdapterGenerator
 
     return AdapterGenerator.load(service_checkpoint, service_model_dir)
 
 
-def _ctx(tmp_path: Path, files: dict[str, str]):  # type: ignore[no-untyped-def]
+def _ctx(tmp_path: Path, files: dict[str, str]):
     from hypernet.context import extract_repo
 
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -34,7 +34,7 @@ NEW = {"lib/core.py": "def summarize_values(items: list) -> int:\n    return sum
        "lib/use.py": "from lib.core import summarize_values\n\nX = summarize_values([1])\n"}
 
 
-def test_diff_text_and_fold(generator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_diff_text_and_fold(generator, tmp_path: Path) -> None:
     from hypernet.evolve import EvolvingState, diff_api_text, fold, initial_state
 
     old_ctx, new_ctx = _ctx(tmp_path / "old", OLD), _ctx(tmp_path / "new", NEW)
@@ -56,7 +56,7 @@ def test_diff_text_and_fold(generator, tmp_path: Path) -> None:  # type: ignore[
     assert len(fold(small, generator, added, removed, "c1").weights) <= 5  # bounded state
 
 
-def test_state_generates_a_loadable_adapter(generator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_state_generates_a_loadable_adapter(generator, tmp_path: Path) -> None:
     from hypernet.evolve import generate_from_state, initial_state
 
     ctx = _ctx(tmp_path / "old", OLD)

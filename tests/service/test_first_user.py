@@ -19,13 +19,13 @@ def backend() -> str:  # request and registration logic only: the embedded defau
 
 
 @pytest.fixture
-def served(client_for, service_checkpoint: Path):  # type: ignore[no-untyped-def]
+def served(client_for, service_checkpoint: Path):
     client = client_for(engine="local", hypernet_checkpoint=service_checkpoint)
     oai = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
     return client, oai
 
 
-def _as_openai_error(oai: openai.OpenAI, response) -> openai.APIStatusError:  # type: ignore[no-untyped-def]
+def _as_openai_error(oai: openai.OpenAI, response) -> openai.APIStatusError:
     """The exception the official client raises for this HTTP response (its own status/body mapping)."""
     import httpx
 
@@ -34,7 +34,7 @@ def _as_openai_error(oai: openai.OpenAI, response) -> openai.APIStatusError:  # 
     return oai._make_status_error_from_response(raw)
 
 
-def test_malformed_json_is_a_400_that_says_what_is_wrong(served) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_json_is_a_400_that_says_what_is_wrong(served) -> None:
     client, oai = served
     resp = client.post("/v1/completions", content=b'{"model": "base", "prompt": }',
                        headers={"content-type": "application/json"})
@@ -53,7 +53,7 @@ def test_malformed_json_is_a_400_that_says_what_is_wrong(served) -> None:  # typ
     assert wrong.value.body["param"] == "n"
 
 
-def test_unknown_model_is_model_not_found(served) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_model_is_model_not_found(served) -> None:
     _, oai = served
     with pytest.raises(openai.NotFoundError) as unknown:
         oai.completions.create(model="no-such-repo", prompt="x", max_tokens=2)
@@ -68,7 +68,7 @@ def test_unknown_model_is_model_not_found(served) -> None:  # type: ignore[no-un
     assert retrieve.value.body["code"] == "model_not_found" and retrieve.value.body["param"] is None
 
 
-def test_models_carry_openai_fields_only(client_for, sample_repo: Path) -> None:  # type: ignore[no-untyped-def]
+def test_models_carry_openai_fields_only(client_for, sample_repo: Path) -> None:
     client = client_for()
     created = client.post("/repos", json={"url": str(sample_repo), "name": "sample"})
     assert wait_job(client, created.json()["job"]["id"])["status"] == "succeeded"
@@ -85,7 +85,7 @@ def test_models_carry_openai_fields_only(client_for, sample_repo: Path) -> None:
 
 
 def test_a_failed_registration_is_retried_by_registering_again(client_for, tmp_path: Path,
-                                                                make_settings) -> None:  # type: ignore[no-untyped-def]
+                                                                make_settings) -> None:
     client = client_for()
     path = tmp_path / "late"
     make_git_repo(path, SAMPLE_FILES)
@@ -114,7 +114,7 @@ def test_a_failed_registration_is_retried_by_registering_again(client_for, tmp_p
     assert f"/repos/{body['repository']['id']}/regenerate" in dup.json()["detail"]
 
 
-def test_a_retry_is_refused_while_its_job_is_pending(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_retry_is_refused_while_its_job_is_pending(client_for, tmp_path: Path) -> None:
     from service.db.models import Job
 
     client = client_for()
@@ -128,7 +128,7 @@ def test_a_retry_is_refused_while_its_job_is_pending(client_for, tmp_path: Path)
     assert client.post("/repos", json={"url": str(path), "branch": "nope"}).status_code == 409
 
 
-def test_bad_local_paths_are_refused_at_registration(client_for, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bad_local_paths_are_refused_at_registration(client_for, tmp_path: Path) -> None:
     client = client_for()
     (tmp_path / "plain").mkdir()
     (tmp_path / "file.txt").write_text("x")
@@ -145,7 +145,7 @@ def test_bad_local_paths_are_refused_at_registration(client_for, tmp_path: Path)
     assert client.post("/repos", json={"url": str(bare)}).status_code == 202  # a bare repository is a repository
 
 
-def test_repos_answer_malformed_json_in_the_rest_shape(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_repos_answer_malformed_json_in_the_rest_shape(client_for) -> None:
     client = client_for()
     resp = client.post("/repos", content=b'{"url": ', headers={"content-type": "application/json"})
     assert resp.status_code == 422
@@ -154,7 +154,7 @@ def test_repos_answer_malformed_json_in_the_rest_shape(client_for) -> None:  # t
     assert "not parse the JSON body" in error["msg"]
 
 
-def test_favicon(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_favicon(client_for) -> None:
     client = client_for()
     resp = client.get("/favicon.ico")
     assert resp.status_code == 200 and resp.headers["content-type"] == "image/x-icon"

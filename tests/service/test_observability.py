@@ -8,7 +8,7 @@ import logging
 from prometheus_client.parser import text_string_to_metric_families
 
 
-def _samples(client) -> dict[tuple[str, tuple], float]:  # type: ignore[no-untyped-def]
+def _samples(client) -> dict[tuple[str, tuple], float]:
     text = client.get("/metrics").text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}

@@ -16,7 +16,7 @@ REPO_B = {"web/http.py": "class RequestRouter:\n    def route(self, path: str) -
 
 
 @pytest.fixture
-def served(client_for, service_checkpoint: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def served(client_for, service_checkpoint: Path, tmp_path: Path):
     client = client_for(engine="local", hypernet_checkpoint=service_checkpoint)
     for name, files in (("alpha", REPO_A), ("beta", REPO_B)):
         make_git_repo(tmp_path / name, files)
@@ -26,12 +26,12 @@ def served(client_for, service_checkpoint: Path, tmp_path: Path):  # type: ignor
     return client, oai
 
 
-def _complete(oai: openai.OpenAI, model: str, **kw) -> str:  # type: ignore[no-untyped-def]
+def _complete(oai: openai.OpenAI, model: str, **kw) -> str:
     out = oai.completions.create(model=model, prompt="def ", max_tokens=8, temperature=0, **kw)
     return out.choices[0].text
 
 
-def test_completions_differ_per_repository(served) -> None:  # type: ignore[no-untyped-def]
+def test_completions_differ_per_repository(served) -> None:
     _, oai = served
     base, a, b = _complete(oai, "base"), _complete(oai, "alpha"), _complete(oai, "beta")
     assert len({base, a, b}) == 3, (base, a, b)
@@ -41,14 +41,14 @@ def test_completions_differ_per_repository(served) -> None:  # type: ignore[no-u
     assert out.model == "alpha@v1" and out.usage.completion_tokens == 8 and out.usage.prompt_tokens > 0
 
 
-def test_streaming_matches_non_streaming(served) -> None:  # type: ignore[no-untyped-def]
+def test_streaming_matches_non_streaming(served) -> None:
     _, oai = served
     expected = _complete(oai, "beta")
     chunks = list(oai.completions.create(model="beta", prompt="def ", max_tokens=8, temperature=0, stream=True))
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected
 
 
-def test_chat_and_chat_streaming(served) -> None:  # type: ignore[no-untyped-def]
+def test_chat_and_chat_streaming(served) -> None:
     _, oai = served
     msgs = [{"role": "user", "content": "add two numbers"}]
     out = oai.chat.completions.create(model="alpha", messages=msgs, max_tokens=6, temperature=0)
@@ -58,7 +58,7 @@ def test_chat_and_chat_streaming(served) -> None:  # type: ignore[no-untyped-def
     assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == text
 
 
-def test_sampling_options(served) -> None:  # type: ignore[no-untyped-def]
+def test_sampling_options(served) -> None:
     _, oai = served
     out = oai.completions.create(model="alpha", prompt="x", max_tokens=5, temperature=1.0, n=3, seed=7, logprobs=1)
     assert len(out.choices) == 3 and all(c.logprobs is not None for c in out.choices)
@@ -66,14 +66,14 @@ def test_sampling_options(served) -> None:  # type: ignore[no-untyped-def]
     assert [c.text for c in again.choices] == [c.text for c in out.choices]
 
 
-def test_model_listing(served) -> None:  # type: ignore[no-untyped-def]
+def test_model_listing(served) -> None:
     _, oai = served
     ids = [m.id for m in oai.models.list().data]
     assert ids == ["base", "alpha", "alpha@v1", "beta", "beta@v1"]
     assert oai.models.retrieve("beta@v1").owned_by == "code2lora"
 
 
-def test_errors_in_openai_shape(served, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_errors_in_openai_shape(served, tmp_path: Path) -> None:
     client, oai = served
     with pytest.raises(openai.NotFoundError) as unknown:
         _complete(oai, "no-such-repo")
@@ -90,7 +90,7 @@ def test_errors_in_openai_shape(served, tmp_path: Path) -> None:  # type: ignore
     assert conflict.value.body["job"]["status"] == "failed"
 
 
-def test_api_keys(client_for, service_checkpoint: Path) -> None:  # type: ignore[no-untyped-def]
+def test_api_keys(client_for, service_checkpoint: Path) -> None:
     from service.api.auth import hash_key
 
     client = client_for(engine="none", api_keys=[hash_key("k-123")])
@@ -105,7 +105,7 @@ def test_api_keys(client_for, service_checkpoint: Path) -> None:  # type: ignore
     assert open_but_public.get("/v1/models").status_code == 401
 
 
-def test_management_routes_need_keys_too(client_for) -> None:  # type: ignore[no-untyped-def]
+def test_management_routes_need_keys_too(client_for) -> None:
     from service.api.auth import hash_key
 
     client = client_for(engine="none", api_keys=[hash_key("k-9")])

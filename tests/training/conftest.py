@@ -12,11 +12,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
 
 
-from tests.hypernet.conftest import _byte_tokenizer as byte_tokenizer  # noqa: E402
-from tests.hypernet.conftest import tiny_llama as _tiny_llama  # noqa: E402
+from tests.hypernet.conftest import _byte_tokenizer as byte_tokenizer
+from tests.hypernet.conftest import tiny_llama as _tiny_llama
 
 
-def tiny_llama(seed: int = 0):  # type: ignore[no-untyped-def]
+def tiny_llama(seed: int = 0):
     """The shared tiny Llama, frozen and without a KV cache (training reads full sequences)."""
     model = _tiny_llama(seed).requires_grad_(False)
     model.config.use_cache = False
@@ -31,7 +31,7 @@ TOY = {
 }
 
 
-def tiny_hypernet(repos: list, tokenizer):  # type: ignore[no-untyped-def]
+def tiny_hypernet(repos: list, tokenizer):
     """(tiny model, a small top-layer hypernet whose B head is non-zero, the repos' encoded contexts)."""
     from training.hypernet.config import TrainConfig
     from training.hypernet.run import encode_repos

@@ -84,7 +84,7 @@ def test_train_repositories_get_chunks_per_repo_and_eval_ones_eval_chunks(tmp_pa
                 n_val=0, eval_chunks_per_repo=2)
     few = build_corpus(CorpusConfig(**base, chunks_per_repo=1), tokenizer, progress=False)
     many = build_corpus(CorpusConfig(**base, chunks_per_repo=6), tokenizer, progress=False)
-    for a, b in zip(few, many):
+    for a, b in zip(few, many, strict=False):
         assert a.name == b.name and a.split == b.split
         if a.split == "train":
             assert len(a.chunks) == 1 and len(b.chunks) > 2  # more than eval_chunks_per_repo

@@ -86,8 +86,8 @@ def test_exported_adapters_scored_as_extra_arm_equal_own(tmp_path, toy_repos, to
 
 
 def test_extra_arm_cli_rejects_bad_specs(tmp_path):
-    import typer
     import pytest
+    import typer
 
     from code2lora.commands.eval import _parse_arms
 

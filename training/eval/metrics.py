@@ -37,7 +37,7 @@ def paired_diff_ci(a: Sequence[float], b: Sequence[float], **kwargs) -> tuple[fl
     """Bootstrap interval of mean(a - b) over paired observations (same sequences, two arms)."""
     if len(a) != len(b):
         raise ValueError("paired samples differ in length")
-    return bootstrap_ci([x - y for x, y in zip(a, b)], **kwargs)
+    return bootstrap_ci([x - y for x, y in zip(a, b, strict=False)], **kwargs)
 
 
 def excludes_zero(ci: tuple[float, float, float]) -> bool:

@@ -156,7 +156,7 @@ def compare(out: Path, arms: list[str], img_dir: Path | None = None, max_step: i
         res = summarize(mpath)
         if len(evals) >= 2:
             before, after = evals[0]["per_chunk_loss"], evals[-1]["per_chunk_loss"]
-            res["heldout_change"] = bootstrap_ci([a - b for a, b in zip(after, before)])
+            res["heldout_change"] = bootstrap_ci([a - b for a, b in zip(after, before, strict=False)])
         results[arm] = res
         if (out / arm / "checkpoints").is_dir():
             rep = analyze_run(out / arm, k=8, w0_cache=cache, max_step=max_step)
@@ -190,7 +190,7 @@ def _plot_compare(out: Path, arms: list[str], img_dir: Path) -> None:
         ev = [r for r in recs if "eval_loss" in r]
         ax[3].plot([r["step"] for r in ev], [r["eval_loss"] for r in ev], "o-", label=arm)
     for a, t in zip(ax, ("reverse KL to teacher, visited positions (ma 3)", "gradient norm (pre-clip)",
-                         "chrF of completions vs the file (ma 3)", "held-out next-token loss")):
+                         "chrF of completions vs the file (ma 3)", "held-out next-token loss"), strict=False):
         a.set_title(t, fontsize=10)
         a.set_xlabel("step")
         a.legend(fontsize=7)

@@ -105,7 +105,7 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
         if k:  # the first k rows are sampled by the teacher instead (off-policy rollouts)
             tokens[:k], mask[:k] = env.sample_teacher(prompts[:k], t, gen)
             written[:k], offpolicy[:k] = True, True
-    r = Rollout(prompts, tokens, mask, written, offpolicy, [env.decode(row[m.bool()]) for row, m in zip(tokens, mask)])
+    r = Rollout(prompts, tokens, mask, written, offpolicy, [env.decode(row[m.bool()]) for row, m in zip(tokens, mask, strict=False)])
     with torch.no_grad():
         old_logits = env.student_logits(prompts, tokens)
         r.logp_old = token_logps(old_logits, tokens)
@@ -119,7 +119,7 @@ def collect(env: Env, prompts: list[Prompt], step: int) -> Rollout:
         if cfg.method == "opd" and cfg.opd.focus < 1:
             r.keep = r.keep * L.focus_mask(_credit(cfg, r, old_logits), r.mask * r.keep, cfg.opd.focus)
         reward_fn = get_reward(cfg.rl.reward) if cfg.method == "rl" else chrf
-        r.rewards = torch.tensor([reward_fn(txt, p.reference_text) for txt, p in zip(r.texts, prompts)])
+        r.rewards = torch.tensor([reward_fn(txt, p.reference_text) for txt, p in zip(r.texts, prompts, strict=False)])
         if cfg.method == "rl":
             r.advantages = L.group_advantages(r.rewards, cfg.rl.group_size, cfg.rl.scale_rewards)
             if cfg.rl.beta:  # the starting policy = the base model without the student's LoRA

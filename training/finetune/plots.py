@@ -45,7 +45,7 @@ def summarize(path: Path) -> dict[str, Any]:
         out["end"] = {k: evals[-1][k] for k in keys if k in evals[-1]}
     out["grad_norm"] = series_stats([r["grad_norm"] for r in train])
     out["loss"] = series_stats([r["loss"] for r in train])
-    diffs = [b["loss"] - a["loss"] for a, b in zip(train, train[1:])]
+    diffs = [b["loss"] - a["loss"] for a, b in zip(train, train[1:], strict=False)]
     out["loss"]["step_diff_std"] = statistics.pstdev(diffs) if len(diffs) > 1 else 0.0
     out["rkl"] = series_stats([r["rkl"] for r in train])
     # Every method logs the full-vocabulary reverse KL at the visited positions: the one curve on which OPD and
@@ -53,7 +53,7 @@ def summarize(path: Path) -> dict[str, Any]:
     rkl_full = [r["rkl_full"] for r in train if "rkl_full" in r]
     if rkl_full:
         out["rkl_full"] = series_stats(rkl_full)
-        rdiffs = [b - a for a, b in zip(rkl_full, rkl_full[1:])]
+        rdiffs = [b - a for a, b in zip(rkl_full, rkl_full[1:], strict=False)]
         out["rkl_full"]["step_diff_std"] = statistics.pstdev(rdiffs) if len(rdiffs) > 1 else 0.0
     out["reward"] = series_stats([r["reward"] for r in train])
     out["sec_per_step"] = statistics.fmean(r["sec"] for r in train) if train else 0.0

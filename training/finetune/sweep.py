@@ -70,7 +70,7 @@ def _run_change(metrics: Path) -> dict[str, Any] | None:
     if len(evals) < 2 or evals[-1]["step"] != cfg["steps"]:
         return None
     first, last = evals[0], evals[-1]
-    out: dict[str, Any] = {"per_chunk": [b - a for a, b in zip(first["per_chunk_loss"], last["per_chunk_loss"])]}
+    out: dict[str, Any] = {"per_chunk": [b - a for a, b in zip(first["per_chunk_loss"], last["per_chunk_loss"], strict=False)]}
     if "eval_ident_loss" in first and "eval_ident_loss" in last:
         out["ident_change"] = last["eval_ident_loss"] - first["eval_ident_loss"]
     if "train_text_loss" in first and "train_text_loss" in last:
@@ -166,7 +166,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
     all_arms = sorted({a for arms in table.values() for a in arms})
     color = {a: f"C{i % 10}" for i, a in enumerate(all_arms)}  # one colour per arm in every panel
     fig, axes = plt.subplots(2, len(table), figsize=(6.5 * len(table), 8), squeeze=False)
-    for ax, (split, arms) in zip(axes[1], table.items()):
+    for ax, (split, arms) in zip(axes[1], table.items(), strict=False):
         for arm in sorted(arms):
             c = arms[arm]["curve"]
             ax.plot([p[0] for p in c], [p[1] for p in c], "o-", color=color[arm], label=f"{arm}: all tokens")
@@ -176,7 +176,7 @@ def plot(table: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("mean held-out change (nats / token)")
         ax.set_title(f"{split}: change against the starting adapter, by step", fontsize=10)
         ax.legend(fontsize=7)
-    for ax, (split, arms) in zip(axes[0], table.items()):
+    for ax, (split, arms) in zip(axes[0], table.items(), strict=False):
         names = sorted(arms, key=lambda a: arms[a]["change"][0])
         for i, arm in enumerate(names):
             r = arms[arm]

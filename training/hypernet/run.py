@@ -39,7 +39,7 @@ def encode_repos(repos: list[RepoData], *, use_sentence: bool, use_tokens: bool,
     path = Path(cache) / f"features-{key}.pt" if cache else None
     if path is not None and path.is_file():
         data = torch.load(path)
-        return [EncodedContext(p, t) for p, t in zip(data["pooled"], data["tokens"])]
+        return [EncodedContext(p, t) for p, t in zip(data["pooled"], data["tokens"], strict=False)]
     sentence = SentenceEncoder.load() if use_sentence else None
     tokens = None
     if use_tokens:
