@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_section  # noqa: E402
+from bench.common import machine, write_section
 
 SECTION = "## Evolving adaptation (rename)"
 CMD = "python bench/bench_evolving.py"
@@ -44,7 +44,7 @@ HELD_OUT = (f"from ledger.core import {NEW}\n\n\ndef shipping_amount(rows):\n   
             f"def shipping_summary(rows):\n    total = {NEW}(rows)\n    return total\n")
 
 
-def name_loss(model, tokenizer, text: str, name: str) -> float:  # type: ignore[no-untyped-def]
+def name_loss(model, tokenizer, text: str, name: str) -> float:
     """Mean NLL over the tokens that spell `name` in `text`."""
     import torch
 
@@ -76,7 +76,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from service.api.app import create_app
-    from service.serving import base_model_dir
+    from service.models import base_model_dir
     from service.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="c2l-evo-"))
@@ -136,7 +136,7 @@ def main() -> None:
         write_section(SECTION, text)
 
 
-def _push(client, created: dict, after: str) -> str:  # type: ignore[no-untyped-def]
+def _push(client, created: dict, after: str) -> str:
     from service.webhooks import github_signature
 
     body = json.dumps({"ref": "refs/heads/main", "before": "0" * 39 + "1", "after": after,

@@ -24,15 +24,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_service import make_repo, wait  # noqa: E402
-from bench.common import machine, write_section  # noqa: E402
+from bench.bench_service import make_repo, wait
+from bench.common import machine, write_section
 
 SECTION = "## Latency: service vs transformers"
 CMD = "python bench/bench_latency.py"
 PROMPT = "import os\nimport sys\n\n\ndef read_config(path):\n    \"\"\"Read a configuration file and return a dict.\"\"\"\n"
 
 
-def direct(model, tokenizer, n: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def direct(model, tokenizer, n: int) -> tuple[float, float]:
     """(seconds to the first token, seconds per later token) of a greedy KV-cache loop, exactly n tokens."""
     import torch
 
@@ -51,7 +51,7 @@ def direct(model, tokenizer, n: int) -> tuple[float, float]:  # type: ignore[no-
     return first, (total - first) / max(1, n - 1)
 
 
-def service(client, model: str, n: int) -> tuple[float, float, int]:  # type: ignore[no-untyped-def]
+def service(client, model: str, n: int) -> tuple[float, float, int]:
     """(seconds to the first streamed text, seconds per later token, tokens) of one streamed completion."""
     body = {"model": model, "prompt": PROMPT, "max_tokens": n, "temperature": 0, "stream": True,
             "stream_options": {"include_usage": True}}
@@ -85,7 +85,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from service.api.app import create_app
-    from service.serving import base_model_dir
+    from service.models import base_model_dir
     from service.settings import Settings
 
     tmp = Path(tempfile.mkdtemp(prefix="c2l-bench-latency-"))
@@ -113,7 +113,7 @@ def main() -> None:
     def med(arm: str, k: int) -> float:
         return statistics.median(s[k] for s in samples[arm])
 
-    d_first, d_per = med("direct", 0), med("direct", 1)
+    d_per = med("direct", 1)
     lines = [SECTION, "", f"Command: `{CMD} --tokens {args.tokens} --repeats {args.repeats}`  ",
              f"Machine: {machine()}; 1-minute load average {load:.1f} at the start; torch threads "
              f"{torch.get_num_threads()}  ",

@@ -25,8 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_service import make_repo, wait  # noqa: E402
-from bench.common import machine, write_section  # noqa: E402
+from bench.bench_service import make_repo, wait
+from bench.common import machine, write_section
 
 SECTION = "## One-file push: where the time goes"
 CMD = "python bench/bench_push.py"
@@ -51,15 +51,15 @@ def _timed(owner: Any, name: str, label: str) -> None:
 def instrument() -> None:
     import hypernet.context as hc
     import hypernet.context.repo as hrepo
-    import service.adapters as adapters
     import service.evaluation as evaluation
     import service.jobs.ingest as ingest
+    import service.store as store
     from service.state import ServiceState
 
     _timed(ingest, "clone", "git clone")
     _timed(ingest, "fetch_and_checkout", "git fetch + checkout")
-    _timed(ingest, "_load_context", "load saved context (context.json)")
-    _timed(ingest, "_save_context", "save context (context.json)")
+    _timed(ingest, "load_context", "load saved context (context.json)")
+    _timed(ingest, "save_context", "save context (context.json)")
     _timed(hc, "extract_repo", "extract: full")
     _timed(hc, "changes_between", "extract: changed files (git diff)")
     _timed(hc, "update_context", "extract: re-extract changed files")
@@ -67,12 +67,12 @@ def instrument() -> None:
     _timed(evaluation, "prepare", "held-out split + reading held-out files")
     _timed(evaluation, "score", "scoring (base, candidate, active arms)")
     _timed(evaluation, "load_tensors", "scoring: loading adapter tensors")
-    _timed(adapters, "pack_adapter", "pack adapter into the cache")
-    _timed(ServiceState, "swap_adapter", "engine swap (load new, unload old)")
+    _timed(store, "pack_adapter", "pack adapter into the cache")
+    _timed(ServiceState, "announce", "engine swap (load new, unload old)")
     _timed(hrepo.RepoContext, "summary", "context snapshot summary")
 
 
-def job_seconds(client, job_id: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+def job_seconds(client, job_id: str) -> tuple[float, float]:
     """(queue wait, run time) of a finished job from its timestamps."""
     import datetime as dt
 
@@ -82,7 +82,7 @@ def job_seconds(client, job_id: str) -> tuple[float, float]:  # type: ignore[no-
     return (started - created).total_seconds(), (finished - started).total_seconds()
 
 
-def run_stage(client, action) -> tuple[dict[str, float], float, str, dict]:  # type: ignore[no-untyped-def]
+def run_stage(client, action) -> tuple[dict[str, float], float, str, dict]:
     TIMES.clear()
     t0 = time.perf_counter()
     job_id = action()

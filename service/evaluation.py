@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from hypernet.context import RepoContext
-
     from service.settings import Settings
     from service.state import ServiceState
 
@@ -48,7 +47,7 @@ def _rule(split: Mapping[str, Any], path: str, is_test: bool) -> bool:
     return _unit(int(split["seed"]), path) < float(threshold)
 
 
-def make_split(ctx: "RepoContext", *, seed: int, fraction: float, test_fraction: float, min_files: int,
+def make_split(ctx: RepoContext, *, seed: int, fraction: float, test_fraction: float, min_files: int,
                commit: str | None = None) -> dict[str, Any]:
     """The split record for `ctx`: the rule (seed, thresholds) and the files held out at split time.
 
@@ -70,7 +69,7 @@ def make_split(ctx: "RepoContext", *, seed: int, fraction: float, test_fraction:
     return {**record, "too_small": False, "paths": held}
 
 
-def heldout_paths(split: Mapping[str, Any] | None, ctx: "RepoContext") -> set[str]:
+def heldout_paths(split: Mapping[str, Any] | None, ctx: RepoContext) -> set[str]:
     """The files of `ctx` held out by `split` (the recorded ones and any new file the rule picks)."""
     if not split or split.get("too_small"):
         return set()
@@ -78,7 +77,7 @@ def heldout_paths(split: Mapping[str, Any] | None, ctx: "RepoContext") -> set[st
     return {p for p, f in ctx.files.items() if p in listed or _rule(split, p, f.is_test)}
 
 
-def context_slice(ctx: "RepoContext", held: set[str]) -> "RepoContext":
+def context_slice(ctx: RepoContext, held: set[str]) -> RepoContext:
     """`ctx` without the held-out files (what the hypernetwork and refinement may see); `ctx` itself if none."""
     if not held:
         return ctx
@@ -88,14 +87,14 @@ def context_slice(ctx: "RepoContext", held: set[str]) -> "RepoContext":
                              max_file_bytes=ctx.max_file_bytes, max_files=ctx.max_files, truncated=ctx.truncated)
 
 
-def too_small_reason(split: Mapping[str, Any] | None, ctx: "RepoContext") -> str | None:
+def too_small_reason(split: Mapping[str, Any] | None, ctx: RepoContext) -> str | None:
     """"too small to measure: N files" when the split holds nothing out."""
     if split is None or split.get("too_small") or not heldout_paths(split, ctx):
         return f"too small to measure: {len(ctx.files)} files"
     return None
 
 
-def ensure_split(state: "ServiceState", repo_id: int, ctx: "RepoContext", commit: str | None) -> dict[str, Any] | None:
+def ensure_split(state: ServiceState, repo_id: int, ctx: RepoContext, commit: str | None) -> dict[str, Any] | None:
     """The repository's stored split; made (and stored) now if there is none yet or the last try found too few
     files. None when the repository is gone."""
     from service.db.models import Repository
@@ -132,13 +131,13 @@ class HeldOut:
     """What scoring needs: the held-out texts and the full context (its identifiers), or why there is none."""
 
     texts: dict[str, str]
-    ctx: "RepoContext"
+    ctx: RepoContext
     reason: str | None = None  # "too small to measure: N files", or another reason not to measure
     paths: list[str] = field(default_factory=list)
 
 
-def prepare(state: "ServiceState", repo_id: int, ctx: "RepoContext", checkout: Path,
-            commit: str | None) -> tuple["RepoContext", HeldOut]:
+def prepare(state: ServiceState, repo_id: int, ctx: RepoContext, checkout: Path,
+            commit: str | None) -> tuple[RepoContext, HeldOut]:
     """(context the hypernetwork may see, the held-out slice) for a checkout at `commit`."""
     split = ensure_split(state, repo_id, ctx, commit)
     held = heldout_paths(split, ctx)
@@ -178,7 +177,7 @@ class ScoringModel:
         self._key: Any = None
         self._pair: tuple[Any, Any] | None = None
 
-    def get(self, state: "ServiceState") -> tuple[Any, Any]:
+    def get(self, state: ServiceState) -> tuple[Any, Any]:
         engine = state.serving_engine
         with self.lock:
             if engine is None and state.settings.engine == "local" and state.loop is not None:
@@ -188,15 +187,16 @@ class ScoringModel:
                 while state.serving_engine is None and time.monotonic() < deadline:
                     time.sleep(0.2)
                 engine = state.serving_engine
+            # the local engine's weights and tokenizer (other engines have neither)
             model = getattr(engine, "model", None) if engine is not None else None
-            if model is not None and getattr(engine, "tokenizer", None) is not None:
+            tokenizer = getattr(engine, "tokenizer", None) if engine is not None else None
+            if model is not None and tokenizer is not None:
                 key = ("engine", id(engine))
                 if self._key != key:
-                    self._pair, self._key = (_plain_view(model), engine.tokenizer), key
+                    self._pair, self._key = (_plain_view(model), tokenizer), key
             elif self._pair is None or self._key != "own":
                 from hypernet.basemodel import load_base_model, load_tokenizer
-
-                from service.serving import base_model_dir
+                from service.models import base_model_dir
 
                 path = base_model_dir(state.settings)
                 self._pair, self._key = (load_base_model(path), load_tokenizer(path)), "own"
@@ -207,7 +207,7 @@ class ScoringModel:
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def metric_budget(settings: "Settings") -> Any:
+def metric_budget(settings: Settings) -> Any:
     """The count budget of one scoring, from the settings."""
     from hypernet.metrics import MetricBudget
 
@@ -217,10 +217,10 @@ def metric_budget(settings: "Settings") -> Any:
 
 def load_tensors(path: Path) -> tuple[Any, float]:
     """(LoRA tensors, scaling alpha/r) of an adapter folder."""
-    from hypernet.adapter import read_adapter
+    from hypernet.adapter import read_adapter, scaling
 
     config, tensors = read_adapter(Path(path))
-    return tensors, float(config["lora_alpha"]) / float(config["r"])
+    return tensors, scaling(config)
 
 
 def _clean(arm: Mapping[str, Any]) -> dict[str, Any]:
@@ -228,7 +228,7 @@ def _clean(arm: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(v, (list, dict))}
 
 
-def score(state: "ServiceState", held: HeldOut, arms: Mapping[str, tuple[Any, float] | None],
+def score(state: ServiceState, held: HeldOut, arms: Mapping[str, tuple[Any, float] | None],
           report: Report | None = None) -> dict[str, Any]:
     """Score adapters ({arm: (tensors, scaling) or None for the base model}) on the held-out slice.
 
@@ -253,14 +253,12 @@ def score(state: "ServiceState", held: HeldOut, arms: Mapping[str, tuple[Any, fl
             "budget": budget.to_json(), "seconds": round(seconds, 3)}
 
 
-def scoring_model(state: "ServiceState") -> ScoringModel:
+def scoring_model(state: ServiceState) -> ScoringModel:
     """The process's `ScoringModel` (one per state)."""
     with _STATE_LOCK:
-        holder = getattr(state, "_scoring", None)
-        if holder is None:
-            holder = ScoringModel()
-            state._scoring = holder  # type: ignore[attr-defined]
-        return holder
+        if state.scoring is None:
+            state.scoring = ScoringModel()
+        return state.scoring
 
 
 _STATE_LOCK = threading.Lock()

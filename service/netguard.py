@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from service.gitops import _SCP_RE, CloneError, NormalizedURL, RepoURLError
+from service.repourl import _SCP_RE, CloneError, NormalizedURL, RepoURLError
 
 log = logging.getLogger(__name__)
 

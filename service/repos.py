@@ -12,10 +12,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Job, Repository
-from service.gitops import (NormalizedURL, RepoURLError, check_branch, check_repo_name, normalize_repo_url,
-                            repo_name_from_url)
 from service.jobs.queue import enqueue_or_withdraw
 from service.netguard import check_remote_host
+from service.repourl import (
+    NormalizedURL,
+    RepoURLError,
+    check_branch,
+    check_repo_name,
+    normalize_repo_url,
+    repo_name_from_url,
+)
 from service.state import ServiceState
 
 
@@ -146,10 +152,14 @@ def enqueue_job(state: ServiceState, session: Session, repo: Repository, kind: s
     return job
 
 
+def pending_refine(session: Session, repo_id: int) -> Job | None:
+    """A refine job of the repository that is queued or running."""
+    return session.scalar(select(Job).where(Job.repository_id == repo_id, Job.kind == "refine",
+                                            Job.status.in_(("queued", "running"))).limit(1))
+
+
 def request_refine(state: ServiceState, session: Session, repo: Repository, **params: object) -> Job:
     """Queue a refine job for the active adapter; Conflict when there is none yet or a refinement is pending."""
-    from service.jobs.refine import pending_refine
-
     if repo.active_version is None:
         raise Conflict(f"repository {repo.name!r} has no active adapter to refine yet")
     pending = pending_refine(session, repo.id)

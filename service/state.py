@@ -1,20 +1,37 @@
-"""The service's shared objects (settings, DB, cache, queue, engine), built once per process."""
+"""The service's shared objects: settings, DB, cache, queue, engine. A plain container; `service.bootstrap` builds it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine as DBEngine
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.cache import AdapterCache, make_cache
-from service.db.session import make_engine, make_sessionmaker, upgrade_database
+from service.cache import AdapterCache
 from service.settings import Settings
 
+if TYPE_CHECKING:
+    from hypernet.generator import AdapterGenerator
+    from service.engines.base import Engine
+    from service.jobs.base import JobQueue
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Activation:
+    """A repository's active version changed (announced by `service.store.activate` after the commit)."""
+
+    repository_id: int
+    name: str | None  # engine-side name of the new active version (`repo@vN`); None: no active version
+    path: str | None  # its artifact folder
+    previous: str | None  # engine-side name of the version it replaces
 
 
 @dataclass
@@ -22,47 +39,39 @@ class ServiceState:
     """Everything a request handler or a job needs; the API and the worker build the same one."""
 
     settings: Settings
-    db_engine: Engine
+    db_engine: DBEngine
     sessions: sessionmaker[Session]
     cache: AdapterCache
-    queue: Any = None  # service.jobs.queue.JobQueue, set by build_state
-    serving_engine: Any = None  # service.engines Engine, created lazily
-    loop: Any = None  # the API's event loop, so job threads can drive the async engine
-    _generator: Any = None
+    queue: JobQueue | None = None  # set by service.bootstrap.build_state
+    serving_engine: Engine | None = None  # started by the API (service.bootstrap.start_engine); None in a worker
+    loop: asyncio.AbstractEventLoop | None = None  # the API's event loop, so job threads can drive the engine
+    # Subscribers to activations (the engine's hot-loader, service.engines.loader); called from the committing thread.
+    activation_listeners: list[Callable[[Activation], None]] = field(default_factory=list)
+    # One job at a time runs the hypernetwork, scoring or refinement in a process (jobs share the loaded models);
+    # clones and fetches run outside it, so several in-process workers wait on the network in parallel.
+    compute_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The last contexts this process saved, per repository: (commit, context) (service.jobs.workspace).
+    recent_contexts: OrderedDict[int, tuple[str, Any]] = field(default_factory=OrderedDict)
+    scoring: Any = None  # service.evaluation.ScoringModel, made on first use
+    _generator: AdapterGenerator | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def generator(self) -> Any:
+    def generator(self) -> AdapterGenerator:
         """The adapter generator (hypernet + encoder), loaded on first use and shared by jobs."""
         with self._lock:
             if self._generator is None:
-                from service.adapters import load_generator
+                from service.models import load_generator
 
                 self._generator = load_generator(self.settings)
             return self._generator
 
-    def swap_adapter(self, load: tuple[str, str] | None, unload: str | None) -> None:
-        """Best effort, from a job thread: load the new active version and drop the old one.
-
-        The engine defers an unload until the rows using that adapter finish, so in-flight requests
-        end on the version they started with. Without an engine in this process (an RQ worker), the
-        API hot-loads the new name on first use and the LRU evicts the old one.
-        """
-        import asyncio
-
-        engine, loop = self.serving_engine, self.loop
-        if engine is None or loop is None or loop.is_closed():
-            return
-
-        async def _swap() -> None:
-            if load is not None:
-                await engine.ensure_loaded(*load)
-            if unload is not None and unload != (load[0] if load else None):
-                await engine.unload(unload)
-
-        try:
-            asyncio.run_coroutine_threadsafe(_swap(), loop).result(timeout=60)
-        except Exception as exc:  # noqa: BLE001 - serving falls back to hot-loading on first use
-            log.warning("adapter swap failed (%s); it will hot-load on first use", exc)
+    def announce(self, event: Activation) -> None:
+        """Tell every subscriber that a repository's active version changed (best effort for each)."""
+        for listener in list(self.activation_listeners):
+            try:
+                listener(event)
+            except Exception as exc:  # noqa: BLE001 - a subscriber's failure must not undo a committed activation
+                log.warning("activation listener failed for repository %s: %s", event.repository_id, exc)
 
     def close(self) -> None:
         """Stop the queue and engine and release DB connections."""
@@ -71,21 +80,3 @@ class ServiceState:
         if self.serving_engine is not None and hasattr(self.serving_engine, "close"):
             self.serving_engine.close()
         self.db_engine.dispose()
-
-
-def build_state(settings: Settings, *, start_queue: bool = True, migrate: bool = True) -> ServiceState:
-    """Create folders, migrate the DB to head, and wire cache and queue from the settings."""
-    from service.jobs.queue import make_queue
-
-    settings.ensure_dirs()
-    if migrate:
-        upgrade_database(str(settings.database_url))
-    db_engine = make_engine(str(settings.database_url))
-    state = ServiceState(
-        settings=settings,
-        db_engine=db_engine,
-        sessions=make_sessionmaker(db_engine),
-        cache=make_cache(settings.redis_url, settings.cache_max_entries, settings.cache_ttl_s),
-    )
-    state.queue = make_queue(state, start=start_queue)
-    return state

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from service.db.models import AdapterVersion, Repository
 from service.repos import Conflict, NotFound
 from service.state import ServiceState
+from service.store import activate
 
 
 def get_version(repo: Repository, number: int) -> AdapterVersion:
@@ -21,18 +22,6 @@ def get_version(repo: Repository, number: int) -> AdapterVersion:
     raise NotFound(f"repository {repo.name!r} has no version {number}")
 
 
-def _activate(state: ServiceState, repo: Repository, number: int | None) -> None:
-    previous = repo.active_version
-    for v in repo.versions:
-        v.is_active = v.version == number
-    repo.active_version = number
-    state.cache.set_active(repo.id, number)
-    if number is not None and number != previous:
-        target = get_version(repo, number)
-        state.swap_adapter((f"{repo.name}@v{number}", target.artifact_path),
-                           f"{repo.name}@v{previous}" if previous is not None else None)
-
-
 def pin(state: ServiceState, session: Session, repo: Repository, number: int) -> Repository:
     """Serve `number` and keep serving it until unpinned, whatever pushes arrive."""
     target = get_version(repo, number)
@@ -41,7 +30,7 @@ def pin(state: ServiceState, session: Session, repo: Repository, number: int) ->
     for v in repo.versions:
         v.is_pinned = v.version == number
     repo.pinned_version = number
-    _activate(state, repo, number)
+    activate(state, session, repo, number)
     session.commit()
     return repo
 
@@ -55,7 +44,7 @@ def unpin(state: ServiceState, session: Session, repo: Repository) -> Repository
     # The newest version the promotion gate let through (versions from before the gate count as passed).
     passed = [v.version for v in repo.versions if v.status == "ready"
               and (v.metrics or {}).get("promotion", {}).get("gate_passed", True)]
-    _activate(state, repo, max(passed or ready) if ready else None)
+    activate(state, session, repo, max(passed or ready) if ready else None)
     session.commit()
     return repo
 
@@ -72,7 +61,7 @@ def rollback(state: ServiceState, session: Session, repo: Repository, number: in
     target = get_version(repo, number)
     if target.status != "ready":
         raise Conflict(f"version {number} is {target.status}, not ready")
-    _activate(state, repo, number)
+    activate(state, session, repo, number)
     session.commit()
     return repo
 

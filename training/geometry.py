@@ -146,13 +146,13 @@ def load_update(path: Path) -> Update:
             dense[p] = d.double()
             svds[p] = svd(d)
     elif (adapter / "adapter_model.safetensors").is_file():
-        from hypernet.adapter import read_adapter
+        from hypernet.adapter import read_adapter, scaling
 
         config, tensors = read_adapter(adapter)
-        scaling = float(config["lora_alpha"]) / int(config["r"])
+        scale = scaling(config)
         for p, (a, b) in tensors.items():
-            dense[p] = scaling * b.double() @ a.double()
-            svds[p] = lora_svd(a, b, scaling)
+            dense[p] = scale * b.double() @ a.double()
+            svds[p] = lora_svd(a, b, scale)
     else:
         raise FileNotFoundError(f"{path}: no adapter/ or delta.safetensors")
     return Update(str(path), int(meta.get("step", -1)), str(meta.get("method", "")), dense, svds)
@@ -284,13 +284,13 @@ def plot_reports(reports: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         layers = sorted({m["layer"] for m in rep["modules"]})
         per = {l: [m for m in rep["modules"] if m["layer"] == l and m["fro"] > 0] for l in layers}
         mean = (lambda ms, key: sum(m[key] for m in ms) / len(ms) if ms else math.nan)
-        for a, key in zip(ax, ("effective_rank", "overlap_left", "changed_frac", "top1pct_mass")):
+        for a, key in zip(ax, ("effective_rank", "overlap_left", "changed_frac", "top1pct_mass"), strict=False):
             a.plot(layers, [mean(per[l], key) for l in layers], marker=".", label=label_of(rep))
     if reports and reports[0]["modules"]:
         rnd = sum(m["random_overlap"] for m in reports[0]["modules"]) / len(reports[0]["modules"])
         ax[1].axhline(rnd, color="k", ls=":", label="random subspace")
     for a, title in zip(ax, ("effective rank of dW", "overlap with W0 top-k (left)", "share of weights changed",
-                             "share of ||dW||^2 in top 1% entries")):
+                             "share of ||dW||^2 in top 1% entries"), strict=False):
         a.set_title(title, fontsize=10)
         a.set_xlabel("layer")
         a.legend(fontsize=7)

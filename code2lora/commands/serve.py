@@ -16,9 +16,8 @@ def serve(
     import uvicorn
 
     from service.api.app import create_app
-    from service.settings import get_settings
-
     from service.observability import configure_logging
+    from service.settings import get_settings
 
     settings = get_settings()
     # The bind address decides whether unauthenticated access is allowed: keep settings truthful.
@@ -50,7 +49,7 @@ def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.
     from service.observability import configure_logging
 
     configure_logging("INFO", json_logs=settings.json_logs)
-    from service.state import build_state
+    from service.bootstrap import build_state
 
     state = build_state(settings)
     requeued = reap_stale_jobs(state)

@@ -3,13 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from hypernet.context.analysis import RankedDefinition
+from hypernet.context.analysis import Analysis, RankedDefinition
+from hypernet.context.model import FileFacts
 from hypernet.context.textutil import clip
 
-if TYPE_CHECKING:
-    from hypernet.context.repo import RepoContext
+
+class RepoContext(Protocol):
+    """What rendering reads of `hypernet.context.repo.RepoContext` (which calls into this module)."""
+
+    digest: str
+    files: dict[str, FileFacts]
+
+    @property
+    def analysis(self) -> Analysis: ...
+
+    @property
+    def stats(self) -> dict[str, Any]: ...
+
+    @property
+    def conventions(self) -> dict[str, Any]: ...
+
+    def ranked_definitions(self, *, include_private: bool = False,
+                           include_tests: bool = False) -> list[RankedDefinition]: ...
 
 MAX_CANDIDATES = 2000
 

@@ -12,6 +12,7 @@ from typing import Any
 from hypernet.context.analysis import Analysis, RankedDefinition, analyse
 from hypernet.context.extract import extract_many
 from hypernet.context.model import EXTRACTOR_VERSION, Assertion, FileFacts, Import
+from hypernet.context.render import render_context, render_items
 from hypernet.context.walk import walk
 
 
@@ -96,7 +97,7 @@ class RepoContext:
 
     def imports_of(self, path: str) -> list[tuple[Import, str]]:
         """A file's imports with their kind: stdlib, internal, third_party (or unknown)."""
-        return list(zip(self.files[path].imports, self.analysis.import_kinds[path]))
+        return list(zip(self.files[path].imports, self.analysis.import_kinds[path], strict=False))
 
     @property
     def references(self) -> dict[str, dict[str, int]]:
@@ -137,14 +138,10 @@ class RepoContext:
 
     def render(self, budget_tokens: int = 2048, count_tokens: Callable[[str], int] | None = None) -> str:
         """Text of the most important APIs that fits `budget_tokens` (see `render.render_context`)."""
-        from hypernet.context.render import render_context
-
         return render_context(self, budget_tokens, count_tokens)
 
     def render_items(self, max_items: int = 256) -> list[str]:
         """Short text items, most important first, for a sentence encoder."""
-        from hypernet.context.render import render_items
-
         return render_items(self, max_items)
 
     def summary(self, top: int = 15) -> dict[str, Any]:
@@ -218,7 +215,7 @@ def extract_repo(root: Path, *, max_file_bytes: int = 1_000_000, max_files: int 
             skipped[p] = "max_files"
         candidates = candidates[:max_files]
     files: dict[str, FileFacts] = {}
-    for rel, res in zip(candidates, extract_many(root, candidates, workers)):
+    for rel, res in zip(candidates, extract_many(root, candidates, workers), strict=False):
         if isinstance(res, str):
             skipped[rel] = res
         else:

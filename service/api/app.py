@@ -13,11 +13,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.api import admin, health, jobs, repos, v1, webhooks
-from service.audit import AuditMiddleware
 from service.api.limits import BodySizeLimit, InflightLimiter, TokenBuckets
+from service.audit import AuditMiddleware
+from service.bootstrap import build_state, start_engine, stop_engine
 from service.observability import RequestContextMiddleware
 from service.settings import Settings, get_settings
-from service.state import ServiceState, build_state
+from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +37,14 @@ def _install_openai_errors(app: FastAPI) -> None:
     from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         if request.url.path.startswith("/v1/"):
             return v1.openai_error(exc.status_code, str(exc.detail), "invalid_request_error"
                                    if exc.status_code < 500 else "server_error", headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         first = exc.errors()[0] if exc.errors() else {}
         if request.url.path.startswith("/v1/"):
             if first.get("type") == "json_invalid":  # loc is ("body", <character offset>): not a parameter
@@ -106,8 +107,8 @@ def _install_input_errors(app: FastAPI) -> None:
             return v1.openai_error(400, message, "invalid_request_error")
         return JSONResponse({"detail": message}, status_code=400)
 
-    async def _statement(request: Request, exc: StatementError) -> JSONResponse:
-        if isinstance(exc.orig, (OverflowError, UnicodeError)):
+    async def _statement(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, StatementError) and isinstance(exc.orig, (OverflowError, UnicodeError)):
             return await _invalid(request, exc)
         raise exc
 
@@ -122,24 +123,14 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from service.serving import make_engine
-
         own = state is None
-        app.state.c2l = state or build_state(settings)
-        c2l = app.state.c2l
-        import asyncio
-
-        c2l.loop = asyncio.get_running_loop()
-        if c2l.serving_engine is None and c2l.settings.engine != "none":
-            c2l.serving_engine = make_engine(c2l.settings)
-            await c2l.serving_engine.start()
+        app.state.c2l = c2l = state or build_state(settings)
+        await start_engine(c2l)
         try:
             yield
         finally:
             if own:
-                if c2l.serving_engine is not None:
-                    await c2l.serving_engine.aclose()
-                    c2l.serving_engine = None
+                await stop_engine(c2l)
                 c2l.close()
 
     app = FastAPI(

@@ -6,10 +6,9 @@ import hashlib
 import hmac
 import ipaddress
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 
-from service.api.deps import get_state
-from service.state import ServiceState
+from service.api.deps import StateDep
 
 
 def hash_key(key: str) -> str:
@@ -45,7 +44,7 @@ def is_local_client(request: Request) -> bool:
     return not any(h in request.headers for h in FORWARDING_HEADERS)
 
 
-def require_api_key(request: Request, state: ServiceState = Depends(get_state)) -> None:
+def require_api_key(request: Request, state: StateDep) -> None:
     """401 unless the request carries a configured key; without keys, only direct loopback clients get in."""
     keys = state.settings.api_keys
     if not keys:

@@ -1,10 +1,11 @@
-"""FastAPI dependencies: the shared state and a DB session per request."""
+"""FastAPI dependencies: the shared state and a DB session per request, as `Annotated` aliases for routes."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from service.state import ServiceState
@@ -19,3 +20,7 @@ def get_session(request: Request) -> Iterator[Session]:
     """A session committed by the handler itself; closed after the response."""
     with request.app.state.c2l.sessions() as session:
         yield session
+
+
+StateDep = Annotated[ServiceState, Depends(get_state)]
+SessionDep = Annotated[Session, Depends(get_session)]

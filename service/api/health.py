@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from typing import Any
+
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from service.api.deps import get_state
+from service.api.deps import StateDep
 from service.api.schemas import HealthOut
 from service.metrics import ENGINE_LOADED, QUEUE_DEPTH
-from service.state import ServiceState
 
 router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def healthz(response: Response, state: ServiceState = Depends(get_state)) -> HealthOut:
+async def healthz(response: Response, state: StateDep) -> HealthOut:
     """Liveness and dependencies; 503 when the database is unreachable."""
     try:
         with state.db_engine.connect() as conn:
@@ -34,7 +35,9 @@ async def healthz(response: Response, state: ServiceState = Depends(get_state)) 
     else:
         engine = {"kind": state.settings.engine, "ok": state.settings.engine == "none", "loaded": []}
     try:
-        queue = {"kind": state.settings.queue, "ok": True, "depth": state.queue.depth()}
+        if state.queue is None:
+            raise RuntimeError("this process has no job queue")
+        queue: dict[str, Any] = {"kind": state.settings.queue, "ok": True, "depth": state.queue.depth()}
     except Exception as exc:  # noqa: BLE001
         queue = {"kind": state.settings.queue, "ok": False, "error": str(exc)}
     overall = "ok" if db["ok"] and cache.get("ok") and engine.get("ok", True) and queue["ok"] else "degraded"
@@ -45,10 +48,11 @@ async def healthz(response: Response, state: ServiceState = Depends(get_state)) 
 
 
 @router.get("/metrics", include_in_schema=False)
-def metrics(state: ServiceState = Depends(get_state)) -> Response:
+def metrics(state: StateDep) -> Response:
     """Prometheus text format; gauges of queue depth and loaded adapters are read at scrape time."""
     try:
-        QUEUE_DEPTH.set(state.queue.depth())
+        if state.queue is not None:
+            QUEUE_DEPTH.set(state.queue.depth())
     except Exception:  # noqa: BLE001 - Redis down: keep the last value
         pass
     if state.serving_engine is not None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, HTTPException, status
-from sqlalchemy.orm import Session
 
 from service.api.auth import require_api_key
-from service.api.deps import get_session
+from service.api.deps import SessionDep
 from service.api.schemas import JobOut
 from service.db.models import Job
 
@@ -15,7 +14,7 @@ router = APIRouter(prefix="/jobs", tags=["jobs"], dependencies=[Depends(require_
 
 
 @router.get("/{job_id}", response_model=JobOut, responses={404: {"description": "Unknown job"}})
-def get_job(job_id: str, session: Session = Depends(get_session)) -> JobOut:
+def get_job(job_id: str, session: SessionDep) -> JobOut:
     """A job's status, progress (0..1), message and error."""
     job = session.get(Job, job_id)
     if job is None:

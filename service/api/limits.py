@@ -7,11 +7,10 @@ import hmac
 import threading
 import time
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import HTTPException, Request, status
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.deps import get_state
-from service.state import ServiceState
+from service.api.deps import StateDep
 
 
 class BodySizeLimit:
@@ -85,7 +84,7 @@ def client_key(request: Request) -> str:
     return "ip:" + (request.client.host if request.client else "unknown")
 
 
-def rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> None:
+def rate_limit(request: Request, state: StateDep) -> None:
     """429 with Retry-After when a client exceeds its rate (CODE2LORA_RATE_LIMIT_PER_S, 0 = off)."""
     buckets: TokenBuckets | None = getattr(request.app.state, "rate_buckets", None)
     if buckets is None:
@@ -99,7 +98,7 @@ def rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> No
 _register_lock = threading.Lock()
 
 
-def register_rate_limit(request: Request, state: ServiceState = Depends(get_state)) -> None:
+def register_rate_limit(request: Request, state: StateDep) -> None:
     """429 with Retry-After when a client registers repositories faster than CODE2LORA_REGISTER_RATE_PER_MIN
     (bursts of CODE2LORA_REGISTER_BURST): each registration makes the service connect somewhere (issue 21
     Medium 4). Refused attempts count too, so probing with bad URLs is throttled as well."""

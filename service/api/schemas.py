@@ -10,7 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 def _as_utc(value: dt.datetime) -> dt.datetime:
     # SQLite hands timestamps back naive (they were stored as UTC); the schema promises RFC 3339 date-times.
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
 UtcDateTime = Annotated[dt.datetime, AfterValidator(_as_utc)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -12,16 +13,16 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy import select
 
 from service.api.auth import require_api_key
+from service.api.deps import StateDep
 from service.api.limits import rate_limit
-from service.api.deps import get_state
 from service.api.openai import serving
 from service.api.openai.protocol import ChatCompletionRequest, CompletionRequest, ModelCard, ModelList
 from service.db.models import AdapterVersion, Repository
 from service.engines.base import AdapterRef
 from service.engines.errors import EngineError
 from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
-from service.serving import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 from service.state import ServiceState
+from service.store import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["openai"], dependencies=[Depends(require_
 
 
 def openai_error(status: int, message: str, err_type: str, param: str | None = None,
-                 headers: dict[str, str] | None = None, **extra: Any) -> JSONResponse:
+                 headers: Mapping[str, str] | None = None, **extra: Any) -> JSONResponse:
     """A JSON response in OpenAI's error shape."""
     body = serving.error_response(message, err_type, status, param).model_dump(mode="json")
     body["error"].update(extra)
@@ -49,10 +50,10 @@ def _resolve(state: ServiceState, model: str) -> Resolved | JSONResponse:
                                 headers={"Retry-After": "5"})
 
 
-def _work(state: ServiceState, limiter: Any, request: CompletionRequest | ChatCompletionRequest,
-          chat: bool) -> tuple[int, int] | JSONResponse:
+def _work(state: ServiceState, limiter: Any,
+          request: CompletionRequest | ChatCompletionRequest) -> tuple[int, int] | JSONResponse:
     """(rows, requested completion tokens) of a request, or a 400 when it is over a per-request bound."""
-    if chat:
+    if isinstance(request, ChatCompletionRequest):
         prompts = 1
         explicit = request.max_completion_tokens or request.max_tokens
         max_tokens = explicit or serving.DEFAULT_CHAT_MAX_TOKENS
@@ -108,10 +109,9 @@ async def _unless_disconnected(http: Request, work: Any) -> Any:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
-async def _run(http: Request, state: ServiceState, request: CompletionRequest | ChatCompletionRequest,
-               chat: bool) -> Any:
+async def _run(http: Request, state: ServiceState, request: CompletionRequest | ChatCompletionRequest) -> Any:
     limiter = http.app.state.inflight
-    work = _work(state, limiter, request, chat)
+    work = _work(state, limiter, request)
     if isinstance(work, JSONResponse):
         return work
     rows, tokens = work
@@ -123,7 +123,7 @@ async def _run(http: Request, state: ServiceState, request: CompletionRequest | 
         limiter.leave(rows, tokens)
 
     try:
-        response = await _unless_disconnected(http, _serve(state, request, chat))
+        response = await _unless_disconnected(http, _serve(state, request))
     except BaseException:
         release()
         raise
@@ -137,7 +137,7 @@ async def _run(http: Request, state: ServiceState, request: CompletionRequest | 
     return response
 
 
-async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletionRequest, chat: bool) -> Any:
+async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletionRequest) -> Any:
     engine = state.serving_engine
     if engine is None:
         return openai_error(503, "no inference engine is configured (CODE2LORA_ENGINE=none)", "service_unavailable",
@@ -145,12 +145,13 @@ async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletio
     resolved = _resolve(state, request.model)
     if isinstance(resolved, JSONResponse):
         return resolved
-    adapter = AdapterRef(resolved.adapter_id, resolved.path) if resolved.adapter_id else None
+    adapter = AdapterRef(resolved.adapter_id, resolved.path) if resolved.adapter_id and resolved.path else None
     label = resolved.adapter_id or BASE_MODEL_ID
     ADAPTER_REQUESTS.labels(label).inc()
     start = time.perf_counter()
     try:
-        if chat:
+        result: Any
+        if isinstance(request, ChatCompletionRequest):
             result = await serving.create_chat_completion(request, engine, adapter, model_name=resolved.model_name)
         else:
             result = await serving.create_completion(request, engine, adapter, model_name=resolved.model_name)
@@ -165,20 +166,19 @@ async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletio
 
 
 @router.post("/completions")
-async def completions(request: CompletionRequest, http: Request, state: ServiceState = Depends(get_state)) -> Any:
+async def completions(request: CompletionRequest, http: Request, state: StateDep) -> Any:
     """Text completion with the adapter of the repository named by `model` (`<repo>[@vN]`, or `base`)."""
-    return await _run(http, state, request, chat=False)
+    return await _run(http, state, request)
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: ChatCompletionRequest, http: Request,
-                           state: ServiceState = Depends(get_state)) -> Any:
+async def chat_completions(request: ChatCompletionRequest, http: Request, state: StateDep) -> Any:
     """Chat completion (the base model's chat template) with the repository's adapter."""
-    return await _run(http, state, request, chat=True)
+    return await _run(http, state, request)
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
+def list_models(state: StateDep) -> ModelList:
     """The base model, every repository with a servable adapter, and each of its ready versions."""
     cards = [ModelCard(id=BASE_MODEL_ID)]
     with state.sessions() as session:
@@ -196,7 +196,7 @@ def list_models(state: ServiceState = Depends(get_state)) -> ModelList:
 
 
 @router.get("/models/{model_id:path}", response_model=ModelCard)
-def get_model(model_id: str, state: ServiceState = Depends(get_state)) -> Any:
+def get_model(model_id: str, state: StateDep) -> Any:
     """One model card, or 404 in OpenAI's shape."""
     for card in list_models(state).data:
         if card.id == model_id:

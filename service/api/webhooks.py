@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Request, Response, status
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from service import webhooks as wh
-from service.api.deps import get_session, get_state
+from service.api.deps import SessionDep, StateDep
 from service.state import ServiceState
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -82,8 +82,7 @@ def _handle(state: ServiceState, session: Session, response: Response, provider:
 
 @router.post("/github", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
              responses={400: {}, 401: {}})
-async def github(request: Request, response: Response, state: ServiceState = Depends(get_state),
-                 session: Session = Depends(get_session),
+async def github(request: Request, response: Response, state: StateDep, session: SessionDep,
                  x_github_event: str = Header(""), x_hub_signature_256: str | None = Header(None),
                  x_github_delivery: str | None = Header(None)) -> WebhookResult:
     """GitHub push/ping webhook, signed with the repository's secret (`X-Hub-Signature-256`); a push needs its
@@ -92,7 +91,8 @@ async def github(request: Request, response: Response, state: ServiceState = Dep
     payload = _json(body)
     if x_github_event not in ("push", "ping"):
         return WebhookResult(event=x_github_event or "unknown", outcome="ignored: only push and ping are handled")
-    repo_info = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
+    repo_info = payload.get("repository")
+    repo_info = repo_info if isinstance(repo_info, dict) else {}
     urls = [u for u in (repo_info.get(k) for k in ("clone_url", "html_url", "ssh_url", "git_url")) if isinstance(u, str)]
     candidates = wh.repos_for_urls(session, urls)
     if not candidates:  # the same work as a wrong signature, so timing does not tell them apart either
@@ -112,18 +112,17 @@ async def github(request: Request, response: Response, state: ServiceState = Dep
 
 @router.post("/gitlab", response_model=WebhookResult, status_code=status.HTTP_202_ACCEPTED,
              responses={400: {}, 401: {}})
-async def gitlab(request: Request, response: Response, state: ServiceState = Depends(get_state),
-                 session: Session = Depends(get_session),
+async def gitlab(request: Request, response: Response, state: StateDep, session: SessionDep,
                  x_gitlab_event: str = Header(""), x_gitlab_token: str | None = Header(None),
-                 x_gitlab_event_uuid: str | None = Header(None),
-                 idempotency_key: str | None = Header(None)) -> WebhookResult:
+                 x_gitlab_event_uuid: str | None = Header(None), idempotency_key: str | None = Header(None)) -> WebhookResult:
     """GitLab push webhook, authenticated by the repository's secret in `X-Gitlab-Token`; a push needs its
     `X-Gitlab-Event-UUID` (or `Idempotency-Key`), and a delivery already handled queues nothing."""
     body = await request.body()
     payload = _json(body)
     if x_gitlab_event != "Push Hook":
         return WebhookResult(event=x_gitlab_event or "unknown", outcome="ignored: only Push Hook is handled")
-    project = payload.get("project") if isinstance(payload.get("project"), dict) else {}
+    project = payload.get("project")
+    project = project if isinstance(project, dict) else {}
     urls = [u for u in (project.get(k) for k in ("git_http_url", "web_url", "git_ssh_url")) if isinstance(u, str)]
     candidates = wh.repos_for_urls(session, urls)
     verified = [r for r in candidates if wh.verify_gitlab(r.webhook_secret, x_gitlab_token)]

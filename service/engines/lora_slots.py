@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
-import torch
 from torch import nn
 
 from .base import BASE_ADAPTER
-from .lora_files import LoraWeights, read_lora
+from .lora_files import LoraWeights, slot_weights
 from .lru import AdapterLRU
 from .stacked_lora import BASE_SLOT, RowSlots, StackedLoRALinear
 
@@ -36,7 +36,7 @@ class LoraSlots:
         if adapter_id in self.lru:
             self.lru.touch(adapter_id)
             return
-        lora = read_lora(path)
+        lora = slot_weights(path)
         self._check(lora)  # before evicting anything: a bad adapter must not cost a good one its slot
         if self.lru.full():
             victim = self.lru.victim(set(busy))

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service import locks
-from service.db.models import Job, Repository, utcnow
-from service.gitops import CloneError, RepoURLError, clone, fetch_and_checkout, normalize_repo_url
-from service.jobs.runner import JobError, Reporter
+from sqlalchemy import func, select
+
+from service import evaluation, locks
+from service.adapters import build_adapter_version
+from service.db.models import AdapterVersion, Job, Repository, utcnow
+from service.gitops import clone, fetch_and_checkout
+from service.jobs.base import JobError, Reporter
+from service.jobs.refine import queue_refine_after
+from service.jobs.workspace import checkout_dir, load_context, save_context, workspace
+from service.repourl import CloneError, RepoURLError, normalize_repo_url
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -22,17 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def workspace(state: "ServiceState", repo_id: int) -> Path:
-    """A repository's workspace: `checkout/` and the saved `context.json`."""
-    return Path(state.settings.workspace_dir) / str(repo_id)
-
-
-def checkout_dir(state: "ServiceState", repo_id: int) -> Path:
-    """Where a repository's working tree lives."""
-    return workspace(state, repo_id) / "checkout"
-
-
-def _set_repo(state: "ServiceState", repo_id: int, **fields: object) -> Repository:
+def _set_repo(state: ServiceState, repo_id: int, **fields: object) -> Repository:
     with state.sessions.begin() as s:
         repo = s.get(Repository, repo_id)
         if repo is None:
@@ -44,63 +37,7 @@ def _set_repo(state: "ServiceState", repo_id: int, **fields: object) -> Reposito
         return repo
 
 
-# The last contexts this process saved, per repository: a push reads its previous context from here instead of
-# parsing context.json (about 1 s for 1,000 files). Keyed by commit, so a stale entry is never used.
-_RECENT_CONTEXTS = 4
-_recent_lock = threading.Lock()
-
-
-def _recent(state: "ServiceState") -> "OrderedDict[int, tuple[str, Any]]":
-    cache = getattr(state, "_recent_contexts", None)
-    if cache is None:
-        cache = OrderedDict()
-        state._recent_contexts = cache  # type: ignore[attr-defined]
-    return cache
-
-
-def _load_context(state: "ServiceState", repo_id: int, commit: str) -> Any | None:
-    """The saved context of `commit`, if this process or the workspace has it."""
-    from hypernet.context import RepoContext
-
-    with _recent_lock:
-        hit = _recent(state).get(repo_id)
-    if hit is not None and hit[0] == commit:
-        return hit[1]  # contexts are never modified in place (update_context builds a new one)
-    path = workspace(state, repo_id) / "context.json"
-    try:
-        saved = json.loads(path.read_text())
-        if saved.get("commit") != commit:
-            return None
-        return RepoContext.from_json(saved["context"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _plain(obj: Any) -> Any:
-    """JSON for the context's dataclasses, field by field (what dataclasses.asdict gives, without its deep copies)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return obj.__dict__
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def _save_context(state: "ServiceState", repo_id: int, commit: str, ctx: Any) -> None:
-    """Write what `RepoContext.from_json` reads (not the analysis, which it recomputes) and remember the context."""
-    path = workspace(state, repo_id) / "context.json"
-    tmp = path.with_suffix(".tmp")
-    data = {"version": ctx.version, "digest": ctx.digest, "max_file_bytes": ctx.max_file_bytes,
-            "max_files": ctx.max_files, "truncated": ctx.truncated, "files": dict(sorted(ctx.files.items())),
-            "skipped": dict(sorted(ctx.skipped.items()))}
-    tmp.write_text(json.dumps({"commit": commit, "context": data}, default=_plain))
-    os.replace(tmp, path)
-    with _recent_lock:
-        recent = _recent(state)
-        recent[repo_id] = (commit, ctx)
-        recent.move_to_end(repo_id)
-        while len(recent) > _RECENT_CONTEXTS:
-            recent.popitem(last=False)
-
-
-def run_ingest(state: "ServiceState", job: Job, report: Reporter) -> str:
+def run_ingest(state: ServiceState, job: Job, report: Reporter) -> str:
     """Bring the checkout to the branch head, extract its context and build the adapter version."""
     if job.repository_id is None:
         raise JobError("job has no repository")
@@ -119,17 +56,11 @@ def run_ingest(state: "ServiceState", job: Job, report: Reporter) -> str:
     finally:
         locks.release(state.sessions, repo_id, job.id)
     if settings.refine_after_ingest and _newest_version(state, repo_id) != before:
-        from service.jobs.refine import queue_refine_after
-
         message += queue_refine_after(state, repo_id)
     return message
 
 
-def _newest_version(state: "ServiceState", repo_id: int) -> int | None:
-    from sqlalchemy import func, select
-
-    from service.db.models import AdapterVersion
-
+def _newest_version(state: ServiceState, repo_id: int) -> int | None:
     with state.sessions() as s:
         return s.scalar(select(func.max(AdapterVersion.version)).where(AdapterVersion.repository_id == repo_id))
 
@@ -141,7 +72,7 @@ def _remote_limits(settings: Any) -> dict[str, Any]:
                 host_limit=settings.max_clones_per_host if settings.queue == "inprocess" else 0)
 
 
-def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter) -> str:
+def _ingest_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter) -> str:
     settings = state.settings
     repo = _set_repo(state, repo_id, status="cloning" if repo_id and job.kind == "ingest" else "fetching")
     checkout = checkout_dir(state, repo_id)
@@ -153,7 +84,7 @@ def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
             old, sha = fetch_and_checkout(url, checkout, branch=repo.branch or None,
                                           timeout_s=settings.clone_timeout_s, max_bytes=settings.max_repo_bytes,
                                           **_remote_limits(settings))
-            previous_ctx = _load_context(state, repo_id, old)
+            previous_ctx = load_context(state, repo_id, old)
         else:
             report(0.05, f"cloning {repo.url}")
             old, sha = None, clone(url, checkout, branch=repo.branch or None,
@@ -161,18 +92,13 @@ def _ingest_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
                                    **_remote_limits(settings))
     except (CloneError, RepoURLError) as exc:
         raise JobError(str(exc)) from exc
-    from service.jobs.runner import compute_lock
-
-    with compute_lock(state):  # the network part ran in parallel with other jobs; the models are shared
+    with state.compute_lock:  # the network part ran in parallel with other jobs; the models are shared
         return _build_locked(state, job, repo_id, report, repo, checkout, old, sha, previous_ctx)
 
 
-def _build_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter, repo: Repository,
+def _build_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter, repo: Repository,
                   checkout: Path, old: str | None, sha: str, previous_ctx: Any) -> str:
-    from hypernet.context import changes_between, extract_repo, update_context
-
-    from service import evaluation
-    from service.adapters import build_adapter_version
+    from hypernet.context import changes_between, extract_repo, update_context  # tree-sitter: loaded on first job
 
     settings = state.settings
     _set_repo(state, repo_id, last_commit=sha, status="extracting")
@@ -183,10 +109,11 @@ def _build_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporte
         report(0.35, "extracting repository context")
         ctx = extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
     else:
+        assert old is not None  # full is set when there is no previous commit
         changes = changes_between(checkout, old, sha)
         report(0.35, f"re-extracting {len(changes)} changed files")
         ctx = update_context(previous_ctx, checkout, changes)
-    _save_context(state, repo_id, sha, ctx)
+    save_context(state, repo_id, sha, ctx)
     # The held-out slice is split off once per repository; the hypernetwork only ever sees the rest.
     seen, heldout = evaluation.prepare(state, repo_id, ctx, checkout, sha)
     evolve = None
@@ -203,7 +130,7 @@ def _build_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporte
     return f"adapter version {version.version} ready, not promoted: {reason} (commit {sha[:12]})"
 
 
-def _evolver(state: "ServiceState", repo_id: int, old: str | None, new: str, previous_ctx: Any, ctx: Any):  # type: ignore[no-untyped-def]
+def _evolver(state: ServiceState, repo_id: int, old: str | None, new: str, previous_ctx: Any, ctx: Any):
     """The evolving-mode step: fold this commit's diff into the saved state (or start one), then save it."""
     from hypernet.evolve import EvolvingState, diff_api_text, fold, initial_state
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from service.db.models import Job
+from service.db.models import Job, RepoLock, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -20,34 +22,26 @@ log = logging.getLogger(__name__)
 RQ_QUEUE_NAME = "code2lora"
 
 
-class JobQueue(Protocol):
-    """Where job ids go to be run by `service.jobs.runner.run_job`."""
-
-    def enqueue(self, job_id: str) -> None: ...
-    def depth(self) -> int: ...
-    def shutdown(self) -> None: ...
-
-
 class InProcessQueue:
-    """Runs jobs on a small thread pool inside the API process."""
+    """Runs jobs on a small thread pool inside the API process; `run(job_id) -> final status` runs one
+    (`service.jobs.runner.run_job`, bound by `service.bootstrap`)."""
 
     retry_after_s = 1.0  # a job whose host is at its clone limit is tried again after this long
 
-    def __init__(self, state: "ServiceState", workers: int = 1) -> None:
+    def __init__(self, state: ServiceState, run: Callable[[str], str], workers: int = 1) -> None:
         self._state = state
+        self._run = run
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="code2lora-job")
         self._pending = 0
         self._closed = False
 
     def enqueue(self, job_id: str) -> None:
-        from service.jobs.runner import run_job
-
         self._pending += 1
 
         def _run() -> None:
             status = None
             try:
-                status = run_job(self._state, job_id)
+                status = self._run(job_id)
             finally:
                 self._pending -= 1
             if status == "deferred" and not self._closed:
@@ -83,7 +77,10 @@ class InProcessQueue:
 
 
 class RQQueue:
-    """Jobs on Redis through RQ; `code2lora worker` runs them."""
+    """Jobs on Redis through RQ; `code2lora worker` runs them (`service.bootstrap.run_job_in_worker`)."""
+
+    # By name: RQ imports it in the worker process.
+    ENTRY_POINT = "service.bootstrap.run_job_in_worker"
 
     def __init__(self, redis_url: str, job_timeout_s: int) -> None:
         import redis
@@ -94,7 +91,7 @@ class RQQueue:
         self._timeout = job_timeout_s
 
     def enqueue(self, job_id: str) -> None:
-        self._queue.enqueue("service.jobs.runner.run_job_in_worker", job_id, job_id=f"c2l-{job_id}",
+        self._queue.enqueue(self.ENTRY_POINT, job_id, job_id=f"c2l-{job_id}",
                             job_timeout=self._timeout, result_ttl=3600, failure_ttl=7 * 86400)
 
     def depth(self) -> int:
@@ -114,10 +111,12 @@ class QueueUnavailable(RuntimeError):
     """The job could not be queued (Redis down); the job row was withdrawn, nothing half-registered stays."""
 
 
-def enqueue_or_withdraw(state: "ServiceState", session: "Session", job: Job, *also: object) -> None:
+def enqueue_or_withdraw(state: ServiceState, session: Session, job: Job, *also: object) -> None:
     """Queue a committed job; if the queue refuses it, delete the job (and `also`, e.g. the repository row
     created with it) and raise QueueUnavailable, so the caller can answer 503 and the client can retry."""
     try:
+        if state.queue is None:
+            raise QueueUnavailable("this process has no job queue")
         state.queue.enqueue(job.id)
     except Exception as exc:  # noqa: BLE001 - any queue failure: undo, then report it as unavailable
         log.error("job queue unavailable, job %s withdrawn: %s", job.id, exc)
@@ -128,28 +127,9 @@ def enqueue_or_withdraw(state: "ServiceState", session: "Session", job: Job, *al
         raise QueueUnavailable(f"job queue unavailable: {exc}") from exc
 
 
-def make_queue(state: "ServiceState", *, start: bool = True) -> JobQueue:
-    """The queue the settings ask for; the in-process one resumes unfinished jobs on start."""
-    s = state.settings
-    if s.queue == "rq":
-        if not s.redis_url:
-            raise ValueError("CODE2LORA_QUEUE=rq needs CODE2LORA_REDIS_URL")
-        return RQQueue(s.redis_url, job_timeout_s=int(s.job_timeout_s))
-    queue = InProcessQueue(state, workers=s.job_workers)
-    if start:
-        n = queue.resume_unfinished()
-        if n:
-            log.info("re-queued %d unfinished jobs", n)
-    return queue
-
-
-def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3, orphan_after_s: float = 60.0) -> list[str]:
+def reap_stale_jobs(state: ServiceState, max_attempts: int = 3, orphan_after_s: float = 60.0) -> list[str]:
     """Jobs left `running` by a dead worker (older than the lock TTL) go back to the queue, or fail after
     `max_attempts`; jobs `queued` in the DB that the queue lost are queued again. Return the re-queued ids."""
-    import datetime as dt
-
-    from service.db.models import RepoLock, utcnow
-
     now = utcnow()
     cutoff = now - dt.timedelta(seconds=state.settings.job_lock_ttl_s)
     requeued: list[str] = []
@@ -165,12 +145,16 @@ def reap_stale_jobs(state: "ServiceState", max_attempts: int = 3, orphan_after_s
             else:
                 job.status, job.message = "queued", "re-queued: the previous worker died during the job"
                 requeued.append(job.id)
-    if hasattr(state.queue, "has"):
+    queue = state.queue
+    if queue is None:
+        return requeued
+    has = getattr(queue, "has", None)  # RQ: whether Redis still knows the job
+    if has is not None:
         # Jobs the DB calls queued but RQ no longer has (Redis lost its data): queue them again.
         with state.sessions() as s:
             waiting = s.scalars(select(Job.id).where(
                 Job.status == "queued", Job.created_at < now - dt.timedelta(seconds=orphan_after_s))).all()
-        requeued += [job_id for job_id in waiting if not state.queue.has(job_id)]
+        requeued += [job_id for job_id in waiting if not has(job_id)]
     for job_id in requeued:
-        state.queue.enqueue(job_id)
+        queue.enqueue(job_id)
     return requeued

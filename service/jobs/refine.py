@@ -13,21 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from service import locks
+from service import evaluation, locks
+from service.adapters import record_version
 from service.db.models import AdapterVersion, Job, Repository, utcnow
-from service.jobs.runner import JobError, Reporter
+from service.jobs.base import JobError, Reporter
+from service.jobs.queue import enqueue_or_withdraw
+from service.jobs.workspace import checkout_dir, load_context
+from service.repos import pending_refine
+from service.store import adapter_path
 
 if TYPE_CHECKING:
     from hypernet.refine import RefineConfig
-
     from service.settings import Settings
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
-PENDING = ("queued", "running")
 
 
-def refine_config(settings: "Settings", params: dict[str, Any] | None = None) -> "RefineConfig":
+def refine_config(settings: Settings, params: dict[str, Any] | None = None) -> RefineConfig:
     """The refinement budget and loss from the settings, with a job's overrides (steps, max_seconds, lr)."""
     from hypernet.refine import RefineConfig
 
@@ -42,17 +45,9 @@ def refine_config(settings: "Settings", params: dict[str, Any] | None = None) ->
     )
 
 
-def pending_refine(session: Any, repo_id: int) -> Job | None:
-    """A refine job of the repository that is queued or running."""
-    return session.scalar(select(Job).where(Job.repository_id == repo_id, Job.kind == "refine",
-                                            Job.status.in_(PENDING)).limit(1))
-
-
-def queue_refine_after(state: "ServiceState", repo_id: int) -> str:
+def queue_refine_after(state: ServiceState, repo_id: int) -> str:
     """After an ingest (CODE2LORA_REFINE_AFTER_INGEST): queue a refine job unless one is pending. A suffix for
     the ingest job's message."""
-    from service.jobs.queue import enqueue_or_withdraw
-
     with state.sessions() as s:
         repo = s.get(Repository, repo_id)
         if repo is None or repo.active_version is None or pending_refine(s, repo_id) is not None:
@@ -69,7 +64,7 @@ def queue_refine_after(state: "ServiceState", repo_id: int) -> str:
         return f"; refine job {job.id} queued"
 
 
-def run_refine(state: "ServiceState", job: Job, report: Reporter) -> str:
+def run_refine(state: ServiceState, job: Job, report: Reporter) -> str:
     """Refine the repository's active adapter (under the repository lock) and record the result."""
     if job.repository_id is None:
         raise JobError("job has no repository")
@@ -88,15 +83,12 @@ def run_refine(state: "ServiceState", job: Job, report: Reporter) -> str:
         locks.release(state.sessions, repo_id, job.id)
 
 
-def _refine_locked(state: "ServiceState", job: Job, repo_id: int, report: Reporter) -> str:
-    from hypernet.adapter import read_adapter, write_adapter
+def _refine_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter) -> str:
+    # torch and tree-sitter: loaded on the first refine job
+    from hypernet.adapter import read_adapter, scaling, write_adapter
     from hypernet.context import extract_repo
     from hypernet.metrics import repo_identifiers
     from hypernet.refine import refine_adapter
-
-    from service import evaluation
-    from service.adapters import adapter_path, record_version
-    from service.jobs.ingest import _load_context, checkout_dir
 
     settings = state.settings
     with state.sessions() as s:
@@ -117,13 +109,12 @@ def _refine_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
         raise JobError("the repository's checkout is missing; regenerate it first")
 
     report(0.03, f"reading the context of commit {commit[:12]}")
-    ctx = _load_context(state, repo_id, commit) or extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
+    ctx = load_context(state, repo_id, commit) or extract_repo(checkout, max_file_bytes=settings.max_file_bytes)
     seen, heldout = evaluation.prepare(state, repo_id, ctx, checkout, commit)
     texts = evaluation.read_texts(checkout, set(seen.files), settings.max_file_bytes)
     if not any(t.strip() for t in texts.values()):
         raise JobError("no context files to train on")
     config, tensors = read_adapter(start_dir)
-    scaling = float(config["lora_alpha"]) / float(config["r"])
     cfg = refine_config(settings, job.params)
 
     report(0.05, "loading the base model")
@@ -131,7 +122,7 @@ def _refine_locked(state: "ServiceState", job: Job, repo_id: int, report: Report
     t0 = time.perf_counter()
     with scoring.lock:
         model, tokenizer = scoring.get(state)
-        result = refine_adapter(model, tokenizer, tensors, scaling, texts, repo_identifiers(seen), cfg,
+        result = refine_adapter(model, tokenizer, tensors, scaling(config), texts, repo_identifiers(seen), cfg,
                                 progress=lambda f, m: report(0.08 + 0.57 * f, f"refining v{start_number}: {m}"))
     if result.metrics.get("best_step") == 0:
         return (f"refinement of v{start_number} did not improve the validation loss in {result.steps} steps; "

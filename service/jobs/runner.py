@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
+from service import locks
 from service.db.models import Job, Repository, utcnow
-from service.netguard import HostBusy
+from service.jobs import ingest, refine
+from service.jobs.base import JobError, JobTimeLimit, Reporter
 from service.metrics import JOB_DURATION, JOBS_RUNNING
+from service.netguard import HostBusy
 
 if TYPE_CHECKING:
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
 
-Reporter = Callable[[float, str], None]
 
-
-class JobError(RuntimeError):
-    """A failure whose message is shown to the user as is."""
-
-
-class JobTimeLimit(JobError):
-    """The job ran past CODE2LORA_JOB_TIMEOUT_S (checked at every progress report of an in-process job)."""
-
-
-def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Reporter:
-    from service import locks
-
+def _reporter(state: ServiceState, job_id: str, repo_id: int | None) -> Reporter:
     deadline = time.monotonic() + state.settings.job_timeout_s
 
     def report(progress: float, message: str) -> None:
@@ -50,21 +41,13 @@ def _reporter(state: "ServiceState", job_id: str, repo_id: int | None) -> Report
     return report
 
 
-def compute_lock(state: "ServiceState") -> threading.Lock:
-    """One job at a time runs the hypernetwork, scoring or refinement in a process (jobs share the loaded
-    models); clones and fetches run outside it, so several in-process workers wait on the network in parallel."""
-    return state.__dict__.setdefault("compute_lock", threading.Lock())
-
-
-def run_job(state: "ServiceState", job_id: str) -> str:
+def run_job(state: ServiceState, job_id: str) -> str:
     """Run the job `job_id` to completion and return its final status."""
-    from service.jobs.ingest import run_ingest
-    from service.jobs.refine import run_refine
-
-    handlers: dict[str, Callable[["ServiceState", Job, Reporter], str]] = {
-        "ingest": run_ingest,
-        "regenerate": run_ingest,
-        "refine": run_refine,
+    # looked up per call (module attributes), so a test or a benchmark can wrap a job body
+    handlers: dict[str, Callable[[ServiceState, Job, Reporter], str]] = {
+        "ingest": ingest.run_ingest,
+        "regenerate": ingest.run_ingest,
+        "refine": refine.run_refine,
     }
     with state.sessions.begin() as s:
         job = s.get(Job, job_id)
@@ -82,7 +65,7 @@ def run_job(state: "ServiceState", job_id: str) -> str:
         if job.kind in ("ingest", "regenerate"):  # takes the compute lock itself, after the clone
             message = handlers[job.kind](state, job, report)
         else:
-            with compute_lock(state):
+            with state.compute_lock:
                 message = handlers[job.kind](state, job, report)
     except HostBusy as exc:  # the host already has its clones in flight: back to the queue, no worker held
         status = "deferred"
@@ -114,17 +97,3 @@ def run_job(state: "ServiceState", job_id: str) -> str:
                     repo.status_message = error
     JOB_DURATION.labels(job.kind, status).observe(time.perf_counter() - t0)
     return status
-
-
-def run_job_in_worker(job_id: str) -> str:
-    """RQ entry point: build (once per worker process) the state from settings and run the job."""
-    global _WORKER_STATE
-    if _WORKER_STATE is None:
-        from service.settings import get_settings
-        from service.state import build_state
-
-        _WORKER_STATE = build_state(get_settings(), start_queue=False)
-    return run_job(_WORKER_STATE, job_id)
-
-
-_WORKER_STATE: "ServiceState | None" = None

@@ -27,7 +27,7 @@ def backend() -> str:  # the fault tests bring their own Redis/PostgreSQL; the s
 
 
 @pytest.fixture
-def start_app(make_settings, service_checkpoint: Path):  # type: ignore[no-untyped-def]
+def start_app(make_settings, service_checkpoint: Path):
     """A TestClient that turns server exceptions into 500 responses (as a real server would)."""
     from service.api.app import create_app
 
@@ -53,7 +53,7 @@ def _ingest(client: TestClient, path: Path, name: str) -> dict:
     return job
 
 
-def _complete(client: TestClient, model: str):  # type: ignore[no-untyped-def]
+def _complete(client: TestClient, model: str):
     return client.post("/v1/completions", json={"model": model, **COMPLETION})
 
 
@@ -66,8 +66,8 @@ def _repo(tmp_path: Path, name: str, body: str = "x") -> Path:
 # --------------------------------------------------------------------------------------------- Redis
 
 def test_redis_stopped_mid_run_serves_from_db_and_artifacts(start_app, throwaway_redis, tmp_path: Path) -> None:
-    from service.adapters import adapter_path
     from service.db.models import AdapterVersion
+    from service.store import adapter_path
 
     client = start_app(redis_url=throwaway_redis.url)
     state = client.app.state.c2l
@@ -165,7 +165,7 @@ def _fill(path: Path) -> Path:
 
 
 @pytest.fixture
-def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """An artifact folder on a full filesystem: a real 2 MiB tmpfs when we can mount one, else every
     write under the folder raises ENOSPC (monkeypatched). Yields (folder, free-the-space callback)."""
     folder = tmp_path / "artifacts"
@@ -181,7 +181,7 @@ def full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[
 
     real_open, full = builtins.open, {"on": True}
 
-    def fake_open(file, mode="r", *args, **kw):  # type: ignore[no-untyped-def]
+    def fake_open(file, mode="r", *args, **kw):
         if full["on"] and any(m in mode for m in "wax") and str(folder) in os.fspath(file):
             raise OSError(errno.ENOSPC, "No space left on device", str(file))
         return real_open(file, mode, *args, **kw)

@@ -79,7 +79,7 @@ VERSIONS = st.integers(min_value=1, max_value=10**6)
 
 
 @pytest.fixture(scope="module")
-def naming_db(tmp_path_factory):  # type: ignore[no-untyped-def]
+def naming_db(tmp_path_factory):
     from service.db.models import Base
     from service.db.session import make_engine, make_sessionmaker
 
@@ -96,7 +96,7 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
     from types import SimpleNamespace
 
     from service.db.models import AdapterVersion, Repository
-    from service.serving import ModelNotFound, adapter_name, resolve_model
+    from service.store import ModelNotFound, adapter_name, resolve_model
 
     state = SimpleNamespace(cache=None)
     with naming_db() as s:
@@ -112,10 +112,10 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
                                  context_digest="d" * 64, artifact_sha256=f"{n:064d}", artifact_path=f"/nonexistent/{n}",
                                  status="ready", metrics={}))
         s.commit()
-        import service.serving as serving
+        import service.store as store
 
-        original = serving.adapter_path
-        serving.adapter_path = lambda _state, version: version.artifact_path  # no files needed here
+        original = store.adapter_path
+        store.adapter_path = lambda _state, version: version.artifact_path  # no files needed here
         try:
             for n in numbers:
                 resolved = resolve_model(state, s, f"{name}@v{n}")
@@ -126,7 +126,7 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
             with pytest.raises(ModelNotFound):
                 resolve_model(state, s, f"{name}@v{max(numbers) + 1}")
         finally:
-            serving.adapter_path = original
+            store.adapter_path = original
         assert len({adapter_name(repo, n) for n in numbers}) == len(numbers)  # immutable, distinct names
 
 
@@ -134,7 +134,7 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
 def test_adapter_names_never_collide_across_repositories(a: str, b: str, n: int, m: int) -> None:
     from types import SimpleNamespace
 
-    from service.serving import adapter_name
+    from service.store import adapter_name
 
     if (a, n) != (b, m):
         assert adapter_name(SimpleNamespace(name=a), n) != adapter_name(SimpleNamespace(name=b), m)

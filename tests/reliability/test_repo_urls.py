@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from service.db.models import Job, Repository
-from service.gitops import RepoURLError, normalize_repo_url, repo_name_from_url
+from service.repourl import RepoURLError, normalize_repo_url, repo_name_from_url
 from tests.admin.helpers import csrf
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,13 +45,13 @@ def backend() -> str:
     return "sqlite"
 
 
-def _count(client, model) -> int:  # type: ignore[no-untyped-def]
+def _count(client, model) -> int:
     with client.app.state.c2l.sessions() as s:
         return s.scalar(select(func.count()).select_from(model))
 
 
 @pytest.mark.parametrize("url", CREDENTIAL_URLS + INJECTION_URLS)
-def test_rest_refuses_credentials_and_option_injection_with_422(client_for, url: str) -> None:  # type: ignore[no-untyped-def]
+def test_rest_refuses_credentials_and_option_injection_with_422(client_for, url: str) -> None:
     client = client_for()
     resp = client.post("/repos", json={"url": url})
     assert resp.status_code == 422, resp.text
@@ -74,7 +74,7 @@ def test_plain_urls_still_normalize() -> None:
     {"name": "good@v1"}, {"name": "12"}, {"name": "-rf"}, {"name": ".hidden"},
     {"branch": "-upload-pack=evil"}, {"branch": "a/../b"}, {"branch": "main\nx"},
 ])
-def test_rest_refuses_names_and_branches_that_shadow_or_inject(client_for, body: dict) -> None:  # type: ignore[no-untyped-def]
+def test_rest_refuses_names_and_branches_that_shadow_or_inject(client_for, body: dict) -> None:
     client = client_for()
     resp = client.post("/repos", json={"url": "/nonexistent/repo", **body})
     assert resp.status_code == 422, resp.text
@@ -86,7 +86,7 @@ def test_rest_refuses_names_and_branches_that_shadow_or_inject(client_for, body:
     {"url": "/nonexistent/good", "name": "good@v1"}, {"url": "/nonexistent/good", "name": "7"},
     {"url": "/nonexistent/good", "branch": "-x"}, {"url": "/nonexistent/good", "name": "a b"},
 ])
-def test_dashboard_form_refuses_the_same(client_for, form: dict) -> None:  # type: ignore[no-untyped-def]
+def test_dashboard_form_refuses_the_same(client_for, form: dict) -> None:
     client = client_for(allow_local_repos=True)  # loopback, no dashboard user: the local admin
     token = csrf(client, "/admin")
     resp = client.post("/admin/repos", data={"csrf_token": token, "mode": "static", **form}, follow_redirects=False)

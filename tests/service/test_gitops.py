@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.gitops import CloneError, RepoURLError, clone, normalize_repo_url, repo_name_from_url
+from service.gitops import clone
+from service.repourl import CloneError, RepoURLError, normalize_repo_url, repo_name_from_url
 
 
 @pytest.mark.parametrize(
@@ -52,7 +53,7 @@ def test_clone_is_atomic_on_failure(tmp_path: Path) -> None:
 
 
 def test_git_refuses_ext_transport_even_if_passed(tmp_path: Path) -> None:
-    from service.gitops import NormalizedURL
+    from service.repourl import NormalizedURL
 
     marker = tmp_path / "pwned"
     with pytest.raises(CloneError):

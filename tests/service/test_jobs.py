@@ -7,9 +7,10 @@ from pathlib import Path
 import git
 import pytest
 
+from service import bootstrap
+from service.bootstrap import build_state
 from service.db.models import Job, Repository
 from service.jobs import runner
-from service.state import build_state
 from tests.conftest import PG_URL, REDIS_URL, pg_available, redis_available, reset_postgres, reset_redis
 
 
@@ -30,7 +31,7 @@ def test_rq_worker_runs_ingest(tmp_path: Path, sample_repo: Path, monkeypatch: p
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     get_settings.cache_clear()
-    monkeypatch.setattr(runner, "_WORKER_STATE", None)
+    monkeypatch.setattr(bootstrap, "_WORKER_STATE", None)
     state = build_state(Settings())
     try:
         with state.sessions() as s:
@@ -45,8 +46,8 @@ def test_rq_worker_runs_ingest(tmp_path: Path, sample_repo: Path, monkeypatch: p
         assert state.queue.depth() == 0
     finally:
         state.close()
-        if runner._WORKER_STATE is not None:
-            runner._WORKER_STATE.close()
+        if bootstrap._WORKER_STATE is not None:
+            bootstrap._WORKER_STATE.close()
         get_settings.cache_clear()
 
 
@@ -81,7 +82,7 @@ def test_unfinished_jobs_are_resumed_on_start(make_settings, sample_repo: Path) 
 def test_job_crash_is_recorded_readably(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from service.jobs import ingest
 
-    def boom(state, job, report):  # type: ignore[no-untyped-def]
+    def boom(state, job, report):
         report(0.5, "half way")
         raise KeyError("surprise")
 

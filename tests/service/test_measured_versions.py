@@ -71,7 +71,7 @@ def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def client(client_for, trained_model_dir: Path):  # type: ignore[no-untyped-def]
+def client(client_for, trained_model_dir: Path):
     return client_for(base_model_path=trained_model_dir)
 
 
@@ -82,7 +82,7 @@ def inventory_repo(tmp_path: Path) -> Path:
     return path
 
 
-def _ingest(client, url: str) -> int:  # type: ignore[no-untyped-def]
+def _ingest(client, url: str) -> int:
     resp = client.post("/repos", json={"url": url})
     assert resp.status_code == 202, resp.text
     job = wait_job(client, resp.json()["job"]["id"])
@@ -90,7 +90,7 @@ def _ingest(client, url: str) -> int:  # type: ignore[no-untyped-def]
     return resp.json()["repository"]["id"]
 
 
-def _hurting_adapter(state, scale: float = 3.0) -> tuple[str, Path]:  # type: ignore[no-untyped-def]
+def _hurting_adapter(state, scale: float = 3.0) -> tuple[str, Path]:
     """A hand-made LoRA with a large random B on every target: it wrecks the base model's predictions."""
     from hypernet.adapter import write_adapter
     from hypernet.basemodel import find_targets, load_base_model
@@ -103,17 +103,17 @@ def _hurting_adapter(state, scale: float = 3.0) -> tuple[str, Path]:  # type: ig
     return files.sha256, files.path
 
 
-def _record(state, repo_id: int, sha: str, path: Path, kind: str = "generated"):  # type: ignore[no-untyped-def]
+def _record(state, repo_id: int, sha: str, path: Path, kind: str = "generated"):
     """Put an adapter through the same path as a push: score on the held-out slice, gate, store."""
     from service import evaluation
     from service.adapters import record_version
-    from service.jobs.ingest import _load_context, checkout_dir
+    from service.jobs.workspace import checkout_dir, load_context
     from service.repos import find_repo
 
     with state.sessions() as s:
         repo = find_repo(s, repo_id)
         commit = repo.last_commit
-    ctx = _load_context(state, repo_id, commit)
+    ctx = load_context(state, repo_id, commit)
     _seen, held = evaluation.prepare(state, repo_id, ctx, checkout_dir(state, repo_id), commit)
     return record_version(state, repo_id, kind=kind, commit_sha=commit, hypernet_version="hand-made",
                           context_digest="0" * 64, sha=sha, path=path, metrics={}, heldout=held,
@@ -145,7 +145,6 @@ def test_every_version_is_measured_and_the_hypernet_never_sees_the_held_out_file
                                         "heldout_files": len(held)}
     assert v1["metrics"]["context"]["definitions"] > 0  # the old bug: metrics.context was {}
     from hypernet.context import extract_repo
-
     from service import evaluation
 
     full = extract_repo(inventory_repo)
@@ -163,7 +162,6 @@ def test_too_small_repository_says_so(client, sample_repo: Path) -> None:
 
 def test_split_is_deterministic_and_kept_for_later_files() -> None:
     from hypernet.context import FileFacts, RepoContext
-
     from service import evaluation
 
     def ctx(paths: list[str]) -> RepoContext:
@@ -214,11 +212,11 @@ def test_version_scores_repeat_exactly(client, inventory_repo: Path) -> None:
     rid = _ingest(client, str(inventory_repo))
     state = client.app.state.c2l
     from service import evaluation
-    from service.jobs.ingest import _load_context, checkout_dir
+    from service.jobs.workspace import checkout_dir, load_context
 
     sha, path = _hurting_adapter(state, scale=0.3)
     commit = client.get(f"/repos/{rid}").json()["last_commit"]
-    ctx = _load_context(state, rid, commit)
+    ctx = load_context(state, rid, commit)
     _seen, held = evaluation.prepare(state, rid, ctx, checkout_dir(state, rid), commit)
     arms = {"base": None, "candidate": evaluation.load_tensors(path)}
     first, second = (evaluation.score(state, held, arms) for _ in range(2))
@@ -267,7 +265,7 @@ def test_refine_killed_mid_run_leaves_the_active_version_serving(client_for, tra
     real = hypernet.refine.refine_adapter
     calls = {"n": 0}
 
-    def killed(*args, progress=None, **kwargs):  # type: ignore[no-untyped-def]
+    def killed(*args, progress=None, **kwargs):
         def dying(frac: float, msg: str) -> None:
             progress(frac, msg)
             calls["n"] += 1
@@ -341,7 +339,7 @@ def test_local_engine_scores_on_its_own_weights_without_touching_serving(client_
     assert all(id(p) in shared for p in view.parameters())  # the same tensors: no second copy of the weights
     assert not any(type(m).__name__ == "StackedLoRALinear" for m in view.modules())
     assert not any(m._forward_hooks for m in engine_model.modules())  # scoring's LoRA hooks never reached serving
-    assert all(torch.equal(b, p) for b, p in zip(before, params))
+    assert all(torch.equal(b, p) for b, p in zip(before, params, strict=False))
     body = {"model": "base", "prompt": "def reconcile_", "max_tokens": 4, "temperature": 0}
     assert client.post("/v1/completions", json=body).status_code == 200
 

@@ -17,10 +17,10 @@ def test_two_workers_share_jobs_without_overlap(tmp_path: Path, service_model_di
     from rq.job import Job as RQJob
     from sqlalchemy import select
 
+    from service.bootstrap import build_state
     from service.db.models import Job
     from service.repos import enqueue_job, register_repo
     from service.settings import Settings
-    from service.state import build_state
 
     env = fresh_rq_env(tmp_path, service_model_dir, monkeypatch)
     state = build_state(Settings())
@@ -43,7 +43,7 @@ def test_two_workers_share_jobs_without_overlap(tmp_path: Path, service_model_di
             assert len(ran_by) == 2  # both workers took jobs
             for repo in repos:
                 spans = sorted((j.started_at, j.finished_at) for j in jobs if j.repository_id == repo.id)
-                for (_, end), (start, _) in zip(spans, spans[1:]):
+                for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
                     assert start >= end  # one repository never worked on by two jobs at once
             assert all(j.attempts == 1 for j in jobs)
     finally:

@@ -32,14 +32,14 @@ def test_gitlab_token() -> None:
     assert not verify_gitlab("s3cret", "s3cret ") and not verify_gitlab("s3cret", None)
 
 
-def _github_push(repo_url: str, after: str, before: str, ref: str = "refs/heads/main", **extra) -> bytes:  # type: ignore[no-untyped-def]
+def _github_push(repo_url: str, after: str, before: str, ref: str = "refs/heads/main", **extra) -> bytes:
     payload = {"ref": ref, "before": before, "after": after, "created": False, "deleted": False, "forced": False,
                "repository": {"clone_url": repo_url, "html_url": repo_url, "full_name": "t/sample",
                               "default_branch": "main"}, **extra}
     return json.dumps(payload).encode()
 
 
-def _send(client, body: bytes, secret: str | None, event: str = "push", delivery: str = "d1"):  # type: ignore[no-untyped-def]
+def _send(client, body: bytes, secret: str | None, event: str = "push", delivery: str = "d1"):
     headers = {"X-GitHub-Event": event, "X-GitHub-Delivery": delivery, "content-type": "application/json"}
     if secret is not None:
         headers["X-Hub-Signature-256"] = github_signature(secret, body)
@@ -146,8 +146,8 @@ class _RecordingQueue:
 
 
 def test_pushes_coalesce_into_the_queued_job(make_settings) -> None:
+    from service.bootstrap import build_state
     from service.db.models import Job, Repository
-    from service.state import build_state
     from service.webhooks import PushEvent, schedule_push
 
     state = build_state(make_settings(), start_queue=False)
@@ -157,7 +157,7 @@ def test_pushes_coalesce_into_the_queued_job(make_settings) -> None:
             repo = Repository(name="r", url="https://example.com/r.git", branch="", webhook_secret="x")
             s.add(repo)
             s.commit()
-            ev = lambda after: PushEvent(urls=[], branch="main", default_branch="main", before=None,  # noqa: E731
+            ev = lambda after: PushEvent(urls=[], branch="main", default_branch="main", before=None,
                                          after=after, deleted=False, forced=False)
             first, out1 = schedule_push(state, s, repo, ev("1" * 40))
             second, out2 = schedule_push(state, s, repo, ev("2" * 40))
@@ -177,7 +177,7 @@ def test_repo_lock_excludes_and_expires(make_settings) -> None:
     import time
 
     from service import locks
-    from service.state import build_state
+    from service.bootstrap import build_state
 
     state = build_state(make_settings(), start_queue=False)
     try:

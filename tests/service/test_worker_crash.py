@@ -15,10 +15,10 @@ pytestmark = pytest.mark.skipif(not (pg_available() and redis_available()), reas
 
 def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path, service_model_dir: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.bootstrap import build_state
     from service.db.models import AdapterVersion, Job, RepoLock
     from service.repos import register_repo
     from service.settings import Settings
-    from service.state import build_state
 
     env = fresh_rq_env(tmp_path, service_model_dir, monkeypatch, CODE2LORA_JOB_LOCK_TTL_S="3")
     state = build_state(Settings())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -50,7 +49,7 @@ def select_repos(args: list[str], corpus: list, cfg: Any, tokenizer: Any) -> lis
 def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shared_lora: Path | None = None,
                         config: Path | None = None) -> dict[str, Any]:
     """Run the evaluation; returns the report dict (also written to out_dir)."""
-    from hypernet.adapter import read_adapter
+    from hypernet.adapter import read_adapter, scaling
     from hypernet.basemodel import load_base_model, load_tokenizer
     from hypernet.checkpoint import load_checkpoint
     from training.data.corpus import build_corpus
@@ -90,7 +89,7 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
     shared = None
     if shared_lora is not None:
         acfg, tensors = read_adapter(Path(shared_lora))
-        shared = (tensors, float(acfg["lora_alpha"]) / int(acfg["r"]))
+        shared = (tensors, scaling(acfg))
     ev = Evaluator(model, tokenizer, net, repos, feats, opts, shared_lora=shared, cache_dir=cfg.work_path,
                    train_cfg=cfg)
     raw = ev.run()

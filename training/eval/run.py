@@ -29,15 +29,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.data.corpus import RepoData, Sequence, _chunks, build_repo
-from training.data.sources import RepoSource, git_repos, python_files
+from training.data.corpus import RepoData, Sequence, _chunks
 from training.eval.metrics import (
     average_adapter,
-    delta_cosine_matrix,
     edit_similarity,
     exact_match,
-    mean_offdiag,
-    param_cosine_matrix,
 )
 from training.hypernet.split import SplitLM
 
@@ -105,7 +101,7 @@ def load_extra_adapter(folder: Path, repo_name: str, first_layer: int) -> tuple[
     Evaluation runs only the layers from `first_layer` up on cached states, so an adapter that touches a lower
     layer would be silently half-applied: that is an error.
     """
-    from hypernet.adapter import read_adapter
+    from hypernet.adapter import read_adapter, scaling
     from hypernet.basemodel import layer_of
 
     path = Path(folder) / adapter_dirname(repo_name)
@@ -116,7 +112,7 @@ def load_extra_adapter(folder: Path, repo_name: str, first_layer: int) -> tuple[
     if low:
         raise ValueError(f"{path}: adapter touches layers below {first_layer} ({low[0]} ...); evaluation adapts only "
                          f"the layers the hypernet was trained for")
-    return tensors, float(cfg["lora_alpha"]) / int(cfg["r"])
+    return tensors, scaling(cfg)
 
 
 def _trim(seq: Sequence, max_prefix: int) -> Sequence:
@@ -179,7 +175,7 @@ class Evaluator:
         """Write each repository's generated adapter as a PEFT folder (a starting point for fine-tuning)."""
         from hypernet.adapter import write_adapter
 
-        for repo, tensors in zip(self.repos, adapters):
+        for repo, tensors in zip(self.repos, adapters, strict=False):
             write_adapter(tensors, folder / adapter_dirname(repo.name), base_model="bundled",
                           lora_alpha=self.net.config.lora_alpha, content_addressed=False,
                           extra={"repo": repo.name, "source": "code2lora eval --export-adapters"})
@@ -189,8 +185,6 @@ class Evaluator:
 
     def per_repo_lora(self, repo: RepoData) -> tuple[dict, float, float]:
         """Train a LoRA directly on the repository's context files; (tensors, scaling, wall seconds)."""
-        from training.hypernet.config import TrainConfig
-        from training.hypernet.train import Batch, SharedLoRA, step_loss
 
         o = self.opts
         path = None
@@ -232,7 +226,7 @@ class Evaluator:
                           ident_weight=getattr(self.train_cfg, "ident_weight", 3.0))
         opt = torch.optim.AdamW(lora.parameters(), lr=o.per_repo_lr, weight_decay=0.0)
         g = torch.Generator().manual_seed(o.seed)
-        for step in range(o.per_repo_steps):
+        for _step in range(o.per_repo_steps):
             idx = torch.randperm(len(chunks), generator=g)[: cfg.batch_size]
             batch = Batch(h[idx], ids[idx], idm[idx], [0] * len(idx))
             loss, _ = step_loss(cfg, self.split, lora, batch, [None] * 1, g)
@@ -476,7 +470,7 @@ def _targets_of(net: Any) -> list:
 def seq_metrics(tok: Any, seq: Sequence, r: SeqResult) -> dict[str, float | None]:
     """Per-sequence numbers: mean loss, identifier loss, exact match and edit similarity of the greedy line."""
     out: dict[str, float | None] = {"loss": sum(r.ce) / len(r.ce) if r.ce else None}
-    idv = [c for c, m in zip(r.ce, r.ident) if m]
+    idv = [c for c, m in zip(r.ce, r.ident, strict=False) if m]
     out["ident_loss"] = sum(idv) / len(idv) if idv else None
     if seq.kind in ("line", "assert"):
         em = float(all(r.correct))

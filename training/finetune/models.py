@@ -91,7 +91,7 @@ class Student:
         """dW per target: scaling * B @ A for a LoRA, W - W0 for full weights (detached, float32)."""
         if self.lora is not None:
             s = self.lora.scaling
-            return {p: s * (b.detach() @ a.detach()) for p, a, b in zip(self.lora.paths, self.lora.a, self.lora.b)}
+            return {p: s * (b.detach() @ a.detach()) for p, a, b in zip(self.lora.paths, self.lora.a, self.lora.b, strict=False)}
         modules = dict(self.model.named_modules())
         return {t.path: (modules[t.path].weight.detach() - self.w0[t.path]).float() for t in self.targets}
 
@@ -142,11 +142,11 @@ class Teacher:
     @classmethod
     def with_adapter(cls, model: nn.Module, adapter_dir: Path | str, context_ids: list[int] | None = None) -> Teacher:
         """A teacher = `model` + the PEFT adapter in `adapter_dir` (applied functionally)."""
-        from hypernet.adapter import read_adapter
+        from hypernet.adapter import read_adapter, scaling
 
         config, tensors = read_adapter(Path(adapter_dir))
         tensors = {p: (a.float(), b.float()) for p, (a, b) in tensors.items()}
-        return cls(model, context_ids, tensors, float(config["lora_alpha"]) / int(config["r"]))
+        return cls(model, context_ids, tensors, scaling(config))
 
     @contextmanager
     def active(self) -> Iterator[nn.Module]:

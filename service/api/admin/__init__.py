@@ -14,12 +14,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.admin import actions, pages
 from service.api.admin.auth import LoginRequired, is_loopback
+from service.api.admin.sessions import SESSION_MAX_AGE_S
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 SESSION_COOKIE = "c2l_admin"
-SESSION_MAX_AGE_S = 8 * 3600  # a working day; the signed cookie carries its own expiry
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:

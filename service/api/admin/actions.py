@@ -7,21 +7,19 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Request, status
-from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from service import repos as registry
 from service import versions
 from service.api.admin import auth
-from service.api.admin.auth import Principal, require_admin
+from service.api.admin.auth import AdminDep, require_admin
 from service.api.admin.csrf import verify_csrf
 from service.api.admin.pages import repo_context, repo_or_404, safe_next
 from service.api.admin.templating import flash, render
-from service.api.deps import get_session, get_state
+from service.api.deps import SessionDep, StateDep
 from service.api.limits import register_rate_limit
 from service.db.models import Job
-from service.gitops import RepoURLError
-from service.state import ServiceState
+from service.repourl import RepoURLError
 
 # Order matters: who you are (401/403) is checked before the CSRF token (403).
 log = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     return _back(safe_next(next))
 
 
-def _login_throttle(request: Request):  # type: ignore[no-untyped-def]
+def _login_throttle(request: Request):
     from service.api.admin.sessions import LoginThrottle
 
     app_state = request.app.state
@@ -91,9 +89,8 @@ def logout(request: Request) -> Response:
 
 
 @router.post("/repos", dependencies=[*acting, Depends(register_rate_limit)])
-def register(request: Request, url: str = Form(...), branch: str = Form(""), name: str = Form(""),
-             mode: str = Form("static"), principal: Principal = Depends(require_admin),
-             state: ServiceState = Depends(get_state), session: Session = Depends(get_session)) -> Response:
+def register(request: Request, principal: AdminDep, state: StateDep, session: SessionDep, url: str = Form(...),
+             branch: str = Form(""), name: str = Form(""), mode: str = Form("static")) -> Response:
     """Register a repository; its page shows the webhook secret once."""
     if mode not in ("static", "evolving"):
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "mode must be static or evolving")
@@ -106,8 +103,7 @@ def register(request: Request, url: str = Form(...), branch: str = Form(""), nam
 
 
 @router.post("/repos/{repo_id}/regenerate", dependencies=acting)
-def regenerate(repo_id: int, request: Request, state: ServiceState = Depends(get_state),
-               session: Session = Depends(get_session)) -> Response:
+def regenerate(repo_id: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Queue a full regeneration from the branch head (the same job as POST /repos/{ref}/regenerate)."""
     repo = repo_or_404(session, repo_id)
     _attempt(request, "regeneration queued", registry.enqueue_job, state, session, repo, "regenerate",
@@ -116,8 +112,7 @@ def regenerate(repo_id: int, request: Request, state: ServiceState = Depends(get
 
 
 @router.post("/repos/{repo_id}/refine", dependencies=acting)
-def refine(repo_id: int, request: Request, state: ServiceState = Depends(get_state),
-           session: Session = Depends(get_session)) -> Response:
+def refine(repo_id: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Queue a refinement of the active adapter (the same job as POST /repos/{ref}/refine)."""
     repo = repo_or_404(session, repo_id)
     _attempt(request, "refinement queued", registry.request_refine, state, session, repo)
@@ -125,8 +120,7 @@ def refine(repo_id: int, request: Request, state: ServiceState = Depends(get_sta
 
 
 @router.post("/repos/{repo_id}/rollback", dependencies=acting)
-def rollback(repo_id: int, request: Request, version: str = Form(""), state: ServiceState = Depends(get_state),
-             session: Session = Depends(get_session)) -> Response:
+def rollback(repo_id: int, request: Request, state: StateDep, session: SessionDep, version: str = Form("")) -> Response:
     """Activate an earlier version (default: the one before the active one)."""
     repo = repo_or_404(session, repo_id)
     number = int(version) if version.strip().isdigit() else None
@@ -136,8 +130,7 @@ def rollback(repo_id: int, request: Request, version: str = Form(""), state: Ser
 
 
 @router.post("/repos/{repo_id}/versions/{number}/pin", dependencies=acting)
-def pin(repo_id: int, number: int, request: Request, state: ServiceState = Depends(get_state),
-        session: Session = Depends(get_session)) -> Response:
+def pin(repo_id: int, number: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Pin a version: it is served until unpinned, whatever pushes arrive."""
     repo = repo_or_404(session, repo_id)
     _attempt(request, f"version {number} pinned", versions.pin, state, session, repo, number)
@@ -145,8 +138,7 @@ def pin(repo_id: int, number: int, request: Request, state: ServiceState = Depen
 
 
 @router.post("/repos/{repo_id}/unpin", dependencies=acting)
-def unpin(repo_id: int, request: Request, state: ServiceState = Depends(get_state),
-          session: Session = Depends(get_session)) -> Response:
+def unpin(repo_id: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Remove the pin; the newest ready version becomes active."""
     repo = repo_or_404(session, repo_id)
     _attempt(request, "unpinned", versions.unpin, state, session, repo)
@@ -154,8 +146,7 @@ def unpin(repo_id: int, request: Request, state: ServiceState = Depends(get_stat
 
 
 @router.post("/repos/{repo_id}/versions/{number}/delete", dependencies=acting)
-def delete_version(repo_id: int, number: int, request: Request, state: ServiceState = Depends(get_state),
-                   session: Session = Depends(get_session)) -> Response:
+def delete_version(repo_id: int, number: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Delete one version (never the active or pinned one)."""
     repo = repo_or_404(session, repo_id)
     _attempt(request, f"version {number} deleted", versions.delete_version, state, session, repo, number)
@@ -163,8 +154,7 @@ def delete_version(repo_id: int, number: int, request: Request, state: ServiceSt
 
 
 @router.post("/repos/{repo_id}/delete", dependencies=acting)
-def delete_repo(repo_id: int, request: Request, state: ServiceState = Depends(get_state),
-                session: Session = Depends(get_session)) -> Response:
+def delete_repo(repo_id: int, request: Request, state: StateDep, session: SessionDep) -> Response:
     """Delete the repository with its versions and artifacts."""
     repo = repo_or_404(session, repo_id)
     name = repo.name
@@ -173,8 +163,7 @@ def delete_repo(repo_id: int, request: Request, state: ServiceState = Depends(ge
 
 
 @router.post("/repos/{repo_id}/webhook-secret", dependencies=acting)
-def rotate_secret(repo_id: int, request: Request, principal: Principal = Depends(require_admin),
-                  session: Session = Depends(get_session)) -> Response:
+def rotate_secret(repo_id: int, request: Request, principal: AdminDep, session: SessionDep) -> Response:
     """Rotate the webhook secret and show the new one once (never stored in the cookie)."""
     repo = repo_or_404(session, repo_id)
     secret = versions.rotate_secret(session, repo)
@@ -183,8 +172,7 @@ def rotate_secret(repo_id: int, request: Request, principal: Principal = Depends
 
 
 @router.post("/jobs/{job_id}/retry", dependencies=acting)
-def retry(job_id: str, request: Request, next: str = Form("/admin/jobs"), state: ServiceState = Depends(get_state),
-          session: Session = Depends(get_session)) -> Response:
+def retry(job_id: str, request: Request, state: StateDep, session: SessionDep, next: str = Form("/admin/jobs")) -> Response:
     """Queue the failed job's kind again for its repository."""
     job = session.get(Job, job_id)
     if job is None:

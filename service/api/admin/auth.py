@@ -7,9 +7,11 @@ import hmac
 import ipaddress
 import threading
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, status
 
+from service.api.admin.sessions import SESSION_MAX_AGE_S, SessionStore
 from service.settings import Settings
 
 ADMIN = "admin"
@@ -86,11 +88,8 @@ def authenticate(settings: Settings, user: str, password: str) -> Principal | No
     return Principal(user, role) if ok and role else None
 
 
-def session_store(request: Request):  # type: ignore[no-untyped-def]
+def session_store(request: Request) -> SessionStore:
     """The app's server-side session store (created on first use)."""
-    from service.api.admin import SESSION_MAX_AGE_S
-    from service.api.admin.sessions import SessionStore
-
     app_state = request.app.state
     store = getattr(app_state, "admin_sessions", None)
     if store is None:
@@ -128,7 +127,7 @@ def current_principal(request: Request) -> Principal | None:
         return None
     user = record.get("user")
     account = _accounts(settings).get(user) if isinstance(user, str) else None
-    if account is None or record.get("role") != account[0]:
+    if account is None or not isinstance(user, str) or record.get("role") != account[0]:
         return None
     # A changed password ends the sessions opened with the old one.
     if not hmac.compare_digest(str(record.get("fp", "")), _fingerprint(account[1])):
@@ -150,3 +149,7 @@ def require_admin(request: Request) -> Principal:
     if not principal.can_act:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the read-only role cannot change anything")
     return principal
+
+
+AdminDep = Annotated[Principal, Depends(require_admin)]
+ViewerDep = Annotated[Principal, Depends(require_viewer)]

@@ -26,6 +26,7 @@ async def verify_csrf(request: Request) -> None:
     sent = request.headers.get(HEADER)
     if sent is None and request.headers.get("content-type", "").startswith(
             ("application/x-www-form-urlencoded", "multipart/form-data")):
-        sent = (await request.form()).get(FIELD)
+        field = (await request.form()).get(FIELD)
+        sent = field if isinstance(field, str) else None
     if not isinstance(expected, str) or not isinstance(sent, str) or not hmac.compare_digest(sent, expected):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "missing or invalid CSRF token; reload the page")

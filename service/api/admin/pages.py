@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.responses import RedirectResponse, Response
 
 from service import repos as registry
 from service.api.admin import auth
-from service.api.admin.auth import Principal, require_viewer
+from service.api.admin.auth import ViewerDep
 from service.api.admin.plot import series_plot_svg
 from service.api.admin.templating import render
-from service.api.admin.views import (ACTIVE_JOB, engine_stats, eval_absent_reason, eval_series, recent_jobs,
-                                     repo_names, version_rows)
-from service.api.deps import get_session, get_state
+from service.api.admin.views import (
+    ACTIVE_JOB,
+    engine_stats,
+    eval_absent_reason,
+    eval_series,
+    recent_jobs,
+    repo_names,
+    version_rows,
+)
+from service.api.deps import SessionDep, StateDep
 from service.db.models import Repository
-from service.state import ServiceState
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
@@ -29,7 +37,7 @@ def repo_or_404(session: Session, repo_id: int) -> Repository:
     return repo
 
 
-def repo_context(request: Request, session: Session, repo: Repository, **extra: object) -> dict[str, object]:
+def repo_context(request: Request, session: Session, repo: Repository, **extra: object) -> dict[str, Any]:
     """Everything the repository page shows (also used by actions that answer with that page)."""
     base = str(request.base_url).rstrip("/")
     series = eval_series(repo)
@@ -62,8 +70,7 @@ def safe_next(target: str | None) -> str:
 
 
 @router.get("")
-def repositories(request: Request, principal: Principal = Depends(require_viewer),
-                 state: ServiceState = Depends(get_state), session: Session = Depends(get_session)) -> Response:
+def repositories(request: Request, principal: ViewerDep, state: StateDep, session: SessionDep) -> Response:
     """All repositories with status, branch, commit, active/pinned version and mode."""
     repos = list(session.scalars(select(Repository).order_by(Repository.id)))
     latest = {r.id: registry.latest_job(session, r.id) for r in repos}
@@ -72,16 +79,14 @@ def repositories(request: Request, principal: Principal = Depends(require_viewer
 
 
 @router.get("/repos/{repo_id}")
-def repository(repo_id: int, request: Request, principal: Principal = Depends(require_viewer),
-               session: Session = Depends(get_session)) -> Response:
+def repository(repo_id: int, request: Request, principal: ViewerDep, session: SessionDep) -> Response:
     """One repository: version history, eval-loss plot, actions, webhook settings, recent jobs."""
     repo = repo_or_404(session, repo_id)
     return render(request, "repo.html", principal, **repo_context(request, session, repo))
 
 
 @router.get("/jobs")
-def jobs(request: Request, principal: Principal = Depends(require_viewer),
-         session: Session = Depends(get_session)) -> Response:
+def jobs(request: Request, principal: ViewerDep, session: SessionDep) -> Response:
     """Recent jobs of every repository, with live progress."""
     rows = recent_jobs(session)
     return render(request, "jobs.html", principal, jobs=rows, names=repo_names(session), repo_id=None,
@@ -89,8 +94,7 @@ def jobs(request: Request, principal: Principal = Depends(require_viewer),
 
 
 @router.get("/jobs/table")
-def jobs_table(request: Request, repo: int | None = None, principal: Principal = Depends(require_viewer),
-               session: Session = Depends(get_session)) -> Response:
+def jobs_table(request: Request, principal: ViewerDep, session: SessionDep, repo: int | None = None) -> Response:
     """The jobs table alone, polled by the pages while a job is queued or running."""
     rows = recent_jobs(session, repo, limit=10 if repo else 50)
     return render(request, "_jobs_table.html", principal, jobs=rows, names=repo_names(session), repo_id=repo,
@@ -98,8 +102,7 @@ def jobs_table(request: Request, repo: int | None = None, principal: Principal =
 
 
 @router.get("/engine")
-def engine(request: Request, principal: Principal = Depends(require_viewer),
-           state: ServiceState = Depends(get_state)) -> Response:
+def engine(request: Request, principal: ViewerDep, state: StateDep) -> Response:
     """Loaded adapters and slots, requests per adapter, latency percentiles."""
     return render(request, "engine.html", principal, engine=engine_stats(state),
                   has_engine=state.serving_engine is not None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from html import escape
 
 from markupsafe import Markup
@@ -52,7 +52,7 @@ def line_plot_svg(points: Sequence[tuple[int, float]], label: str = "eval loss")
 SERIES_COLOURS = ("var(--accent)", "#c2410c", "#15803d", "#7c3aed")
 
 
-def series_plot_svg(series: dict[str, Sequence[tuple[int, float]]], label: str = "eval loss") -> Markup:
+def series_plot_svg(series: Mapping[str, Sequence[tuple[int, float]]], label: str = "eval loss") -> Markup:
     """Several `(version, value)` series on shared axes, one colour each, with a legend; empty when no points.
 
     One series draws exactly as `line_plot_svg`."""

@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+SESSION_MAX_AGE_S = 8 * 3600  # a working day; the signed cookie carries its own expiry
+
 log = logging.getLogger(__name__)
 _PREFIX = "c2l:admin-session:"
 

@@ -35,7 +35,7 @@ def flash(request: Request, kind: str, text: str) -> None:
     request.session["flash"] = request.session["flash"]  # mark the session as modified
 
 
-def render(request: Request, name: str, principal: Principal | None, status_code: int = 200,
+def render(request: Request, name: str, principal: Principal | None, *, status_code: int = 200,
            **context: Any) -> Response:
     """Render `admin/<name>` with the principal, CSRF token and pending flash messages."""
     messages = request.session.pop("flash", []) if "flash" in request.session else []

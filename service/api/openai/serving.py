@@ -8,19 +8,41 @@ async iterator of SSE strings (``data: {...}\\n\\n`` ... ``data: [DONE]\\n\\n``)
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from pydantic import BaseModel
 
 from service.engines.base import (
-    AdapterRef, Engine, GenerationRequest, GenerationResult, SamplingParams, StreamDelta, TokenLogprob,
+    AdapterRef,
+    Engine,
+    GenerationRequest,
+    GenerationResult,
+    SamplingParams,
+    StreamDelta,
+    TokenLogprob,
 )
 from service.engines.errors import EngineError, EngineUnavailable, InvalidGenerationRequest
 
 from .protocol import (
-    AssistantMessage, ChatChoice, ChatCompletionChunk, ChatCompletionRequest, ChatCompletionResponse,
-    ChatLogprobs, ChatStreamChoice, ChatTokenLogprob, CompletionChoice, CompletionLogprobs, CompletionRequest,
-    CompletionResponse, CompletionStreamResponse, DeltaMessage, ErrorInfo, ErrorResponse, TopLogprob, UsageInfo,
+    AssistantMessage,
+    ChatChoice,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatCompletionResponse,
+    ChatLogprobs,
+    ChatStreamChoice,
+    ChatTokenLogprob,
+    CompletionChoice,
+    CompletionLogprobs,
+    CompletionRequest,
+    CompletionResponse,
+    CompletionStreamResponse,
+    DeltaMessage,
+    ErrorInfo,
+    ErrorResponse,
+    TopLogprob,
+    UsageInfo,
     random_id,
 )
 

@@ -1,0 +1,45 @@
+"""The engine side of an activation: hot-load the new active version and drop the old one.
+
+`service.store.activate` announces each activation; `hot_loader(state)` is the subscriber `service.bootstrap`
+registers. Jobs never call the engine themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.state import Activation, ServiceState
+
+log = logging.getLogger(__name__)
+
+
+def hot_loader(state: ServiceState) -> Callable[[Activation], None]:
+    """A subscriber that, from a job or request thread, loads the new active version into this process's engine and
+    unloads the previous one.
+
+    The engine defers an unload until the rows using that adapter finish, so in-flight requests end on the version
+    they started with. Without an engine in this process (an RQ worker), the API hot-loads the new name on first use
+    and the LRU evicts the old one.
+    """
+
+    def on_activated(event: Activation) -> None:
+        engine, loop = state.serving_engine, state.loop
+        if engine is None or loop is None or loop.is_closed():
+            return
+
+        async def _swap() -> None:
+            if event.name is not None and event.path is not None:
+                await engine.ensure_loaded(event.name, event.path)
+            if event.previous is not None and event.previous != event.name:
+                await engine.unload(event.previous)
+
+        try:
+            asyncio.run_coroutine_threadsafe(_swap(), loop).result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - serving falls back to hot-loading on first use
+            log.warning("adapter swap failed (%s); it will hot-load on first use", exc)
+
+    return on_activated
