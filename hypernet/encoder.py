@@ -26,10 +26,17 @@ class EncoderError(RuntimeError):
 
 @dataclass
 class EncodedContext:
-    """What the hypernet reads: pooled [2*384] ([mean; max] of item vectors) and/or tokens [T, hidden]."""
+    """What the hypernet reads: pooled [2*384] ([mean; max] of item vectors) and/or tokens [T, hidden].
+
+    Static mode (`AdapterGenerator.encode`) leaves the rest at their defaults: identical input-embedding rows are
+    merged into a token bag when generating. Evolving mode (`hypernet.evolve.encode_state`) gives its bag as is:
+    `merge_repeats=False` and, for a weighted bag, `log_count` [T] (the log-weight attention bias per row).
+    """
 
     pooled: torch.Tensor | None = None
     tokens: torch.Tensor | None = None
+    log_count: torch.Tensor | None = None
+    merge_repeats: bool = True
 
 
 def bundled_sentence_encoder_dir() -> Path:
@@ -48,7 +55,7 @@ class SentenceEncoder:
     that changed, which is what keeps the pooled path cheap on CPU.
     """
 
-    def __init__(self, model: "PreTrainedModel", tokenizer: "PreTrainedTokenizerBase", *, max_length: int = 64,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_length: int = 64,
                  batch_size: int = 16, cache_size: int = 16384) -> None:
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
@@ -60,7 +67,7 @@ class SentenceEncoder:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, path: Path | None = None, device: str = "cpu", **kwargs: Any) -> "SentenceEncoder":
+    def load(cls, path: Path | None = None, device: str = "cpu", **kwargs: Any) -> SentenceEncoder:
         """Load from a folder (default: the bundled MiniLM), offline."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoModel, AutoTokenizer
@@ -75,7 +82,7 @@ class SentenceEncoder:
             for t in known:
                 self._cache.move_to_end(t)
         todo = list(dict.fromkeys(t for t in texts if t not in known))
-        fresh = dict(zip(todo, self._embed_uncached(todo)))
+        fresh = dict(zip(todo, self._embed_uncached(todo), strict=False))
         with self._lock:
             self._cache.update(fresh)
             while len(self._cache) > self.cache_size:
@@ -127,8 +134,8 @@ class TokenEncoder:
     time; inside a chunk a multi-token identifier keeps its order, which a bag of embeddings cannot.
     """
 
-    def __init__(self, tokenizer: "PreTrainedTokenizerBase", embeddings: torch.Tensor | None = None,
-                 model: "PreTrainedModel | None" = None, *, source: str = "embeddings", layer: int = -1,
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, embeddings: torch.Tensor | None = None,
+                 model: PreTrainedModel | None = None, *, source: str = "embeddings", layer: int = -1,
                  max_tokens: int = 2048, layers: int = 0, chunk: int = 0) -> None:
         if source not in TOKEN_SOURCES:
             raise EncoderError(f"unknown token source {source!r}")

@@ -22,12 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
-from hypernet.adapter import write_adapter
+from hypernet.encoder import EncodedContext
 
 if TYPE_CHECKING:
     from hypernet.context import RepoContext
@@ -54,7 +54,7 @@ class EvolvingState:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready dict (weights rounded so the digest is stable across platforms)."""
-        out = {"weights": {str(k): round(v, 6) for k, v in sorted(self.weights.items())}, "commit": self.commit,
+        out: dict[str, Any] = {"weights": {str(k): round(v, 6) for k, v in sorted(self.weights.items())}, "commit": self.commit,
                "steps": self.steps, "decay": self.decay, "boost": self.boost, "max_tokens": self.max_tokens,
                "history": self.history[-64:]}
         if self.lines:  # ordered pairs: the order breaks weight ties when the lines are rendered
@@ -62,7 +62,7 @@ class EvolvingState:
         return out
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "EvolvingState":
+    def from_json(cls, d: dict[str, Any]) -> EvolvingState:
         """Inverse of `to_json`."""
         return cls(weights={int(k): float(v) for k, v in d["weights"].items()}, commit=d.get("commit"),
                    steps=int(d.get("steps", 0)), decay=float(d.get("decay", 0.8)), boost=float(d.get("boost", 2.0)),
@@ -78,7 +78,7 @@ class EvolvingState:
         return hashlib.sha256(body).hexdigest()
 
 
-def reads_hidden(generator: "AdapterGenerator") -> bool:
+def reads_hidden(generator: AdapterGenerator) -> bool:
     """Does the generator's token path read hidden states (text in order) rather than a bag of embeddings?"""
     tokens = generator.encoder.tokens
     return tokens is not None and tokens.source != "embeddings"
@@ -88,7 +88,7 @@ def _api_lines(text: str) -> list[str]:
     return [ln for ln in text.splitlines() if ln.strip()]
 
 
-def _token_ids(generator: "AdapterGenerator", text: str) -> list[int]:
+def _token_ids(generator: AdapterGenerator, text: str) -> list[int]:
     tokens = generator.encoder.tokens
     if tokens is None or tokens.source != "embeddings":
         raise EvolveError("evolving mode needs a hypernetwork with a token path")
@@ -102,7 +102,7 @@ def _bag(ids: Iterable[int]) -> dict[int, float]:
     return out
 
 
-def initial_state(ctx: "RepoContext", generator: "AdapterGenerator", commit: str | None,
+def initial_state(ctx: RepoContext, generator: AdapterGenerator, commit: str | None,
                   decay: float = 0.8, boost: float = 2.0) -> EvolvingState:
     """The state of a freshly registered repository: the static context's token bag."""
     text = ctx.render(budget_tokens=generator.token_budget, count_tokens=generator.encoder.tokens.count_tokens)
@@ -113,7 +113,7 @@ def initial_state(ctx: "RepoContext", generator: "AdapterGenerator", commit: str
                          history=[commit] if commit else [])
 
 
-def _definition_lines(ctx: "RepoContext", paths: Iterable[str]) -> dict[tuple[str, str], str]:
+def _definition_lines(ctx: RepoContext, paths: Iterable[str]) -> dict[tuple[str, str], str]:
     lines: dict[tuple[str, str], str] = {}
     for path in paths:
         facts = ctx.files.get(path)
@@ -126,19 +126,19 @@ def _definition_lines(ctx: "RepoContext", paths: Iterable[str]) -> dict[tuple[st
     return lines
 
 
-def diff_api_text(old: "RepoContext", new: "RepoContext") -> tuple[str, str]:
+def diff_api_text(old: RepoContext, new: RepoContext) -> tuple[str, str]:
     """(added, removed) API text between two contexts: definitions that appeared or changed, and those that
     disappeared or changed (a changed signature is removed in its old form and added in its new one)."""
     changed = {p for p in set(old.files) | set(new.files)
-               if (old.files.get(p).sha256 if p in old.files else None)
-               != (new.files.get(p).sha256 if p in new.files else None)}
+               if (old.files[p].sha256 if p in old.files else None)
+               != (new.files[p].sha256 if p in new.files else None)}
     before, after = _definition_lines(old, changed), _definition_lines(new, changed)
     added = [after[k] for k in sorted(after) if before.get(k) != after[k]]
     removed = [before[k] for k in sorted(before) if after.get(k) != before[k]]
     return "\n".join(added), "\n".join(removed)
 
 
-def fold(state: EvolvingState, generator: "AdapterGenerator", added_text: str, removed_text: str,
+def fold(state: EvolvingState, generator: AdapterGenerator, added_text: str, removed_text: str,
          commit: str | None) -> EvolvingState:
     """One recurrent step over a commit's diff; returns a new state (the input is not modified)."""
     history = (state.history + [commit])[-64:] if commit else state.history
@@ -163,40 +163,32 @@ def fold(state: EvolvingState, generator: "AdapterGenerator", added_text: str, r
                          decay=state.decay, boost=state.boost, max_tokens=state.max_tokens, history=history)
 
 
-def generate_from_state(state: EvolvingState, generator: "AdapterGenerator", out_dir: Path,
-                        ctx: "RepoContext | None" = None) -> "AdapterArtifact":
-    """Write the adapter the hypernetwork generates from `state` (content-addressed under `out_dir`)."""
+def encode_state(state: EvolvingState, generator: AdapterGenerator, ctx: RepoContext | None = None) -> EncodedContext:
+    """Evolving mode's encoded context: the state's token bag (or its API lines, heaviest first), read as is."""
     import torch
 
-    from hypernet.pipeline import AdapterArtifact
-
-    t0 = time.perf_counter()
+    tokens_encoder = generator.encoder.tokens
+    if tokens_encoder is None:
+        raise EvolveError("evolving mode needs a hypernetwork with a token path")
     if state.lines or reads_hidden(generator):
         # Heaviest (most recent) lines first: the encoder keeps the first `max_tokens` tokens.
         text = "\n".join(k for k, _ in sorted(state.lines.items(), key=lambda kv: -kv[1]))
-        tokens = generator.encoder.tokens.encode(text).unsqueeze(0)
+        tokens = tokens_encoder.encode(text)
         log_count = None
     else:
-        embeddings = generator.encoder.tokens.embeddings
         ids = sorted(state.weights) or [0]
-        tokens = embeddings[torch.tensor(ids)].float().unsqueeze(0)
-        log_count = torch.tensor([[math.log(max(state.weights.get(i, 1e-3), 1e-3)) for i in ids]])
+        tokens = tokens_encoder.embeddings[torch.tensor(ids)].float()
+        log_count = torch.tensor([math.log(max(state.weights.get(i, 1e-3), 1e-3)) for i in ids])
     pooled = None
     if generator.hypernet.config.use_sentence:
-        if ctx is None:
+        if ctx is None or generator.encoder.sentence is None:
             raise EvolveError("this hypernetwork also reads sentence vectors: pass the current context")
-        pooled = generator.encoder.sentence.pool(ctx.render_items(max_items=generator.max_items)).unsqueeze(0)
-    t1 = time.perf_counter()
-    with torch.no_grad():
-        out = generator.hypernet(pooled, tokens, token_log_count=log_count)
-    tensors = {path: (a[0], b[0]) for path, (a, b) in out.items()}
-    t2 = time.perf_counter()
-    files = write_adapter(tensors, Path(out_dir), base_model=generator.base_model_name,
-                          lora_alpha=generator.hypernet.config.lora_alpha, dtype=generator.adapter_dtype,
-                          extra={"hypernet_version": generator.version_id, "context_digest": state.digest,
-                                 "mode": "evolving"})
-    t3 = time.perf_counter()
-    return AdapterArtifact(path=files.path, sha256=files.sha256, hypernet_version=generator.version_id,
-                           context_digest=state.digest, rank=generator.hypernet.config.rank, nbytes=files.nbytes,
-                           timings_ms={"encode": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3,
-                                       "write": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3})
+        pooled = generator.encoder.sentence.pool(ctx.render_items(max_items=generator.max_items))
+    return EncodedContext(pooled=pooled, tokens=tokens, log_count=log_count, merge_repeats=False)
+
+
+def generate_from_state(state: EvolvingState, generator: AdapterGenerator, out_dir: Path,
+                        ctx: RepoContext | None = None) -> AdapterArtifact:
+    """Write the adapter the hypernetwork generates from `state` (content-addressed under `out_dir`)."""
+    return generator.generate_from(lambda: encode_state(state, generator, ctx), out_dir,
+                                   context_digest=state.digest, mode="evolving")

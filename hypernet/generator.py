@@ -1,13 +1,20 @@
-"""AdapterGenerator: base-model signature, encoders and hypernet loaded once; `.generate(ctx, out_dir)` per repo."""
+"""AdapterGenerator: base-model signature, encoders and hypernet loaded once; `.generate(ctx, out_dir)` per repo.
+
+The one generation path: a mode produces an `EncodedContext` (static: `encode(ctx)`; evolving:
+`hypernet.evolve.encode_state`), then `generate_from` runs the forward pass, writes the adapter and times both.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from hypernet.adapter import write_adapter
 from hypernet.basemodel import (
     find_targets,
     load_base_model,
@@ -20,10 +27,10 @@ from hypernet.basemodel import (
 from hypernet.checkpoint import load_checkpoint, version_id
 from hypernet.encoder import ContextEncoder, EncodedContext, TokenEncoder, shared_sentence_encoder
 from hypernet.model import Code2LoRAHypernet, HypernetConfig
+from hypernet.pipeline import AdapterArtifact, ContextLike
 
 if TYPE_CHECKING:
     from hypernet.adapter import LoraTensors
-    from hypernet.pipeline import AdapterArtifact, ContextLike
 
 log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -56,7 +63,7 @@ class AdapterGenerator:
         sentence_encoder_path: Path | None = None,
         init_overrides: dict[str, Any] | None = None,
         **options: Any,
-    ) -> "AdapterGenerator":
+    ) -> AdapterGenerator:
         """Load for a base model folder (default: the prepared bundled one) and a checkpoint (None: fresh zero-B
         hypernet from `seed`, a no-op adapter). Only the base config, tokenizer and embedding matrix are read
         unless the hypernet reads hidden states. `base_model_name` goes into adapter_config.json (default: path).
@@ -80,18 +87,52 @@ class AdapterGenerator:
         return cls(hypernet, encoder, base_model_name=base_model_name or str(model_dir.resolve()),
                    trained=checkpoint is not None, **options)
 
-    def lora(self, encoded: EncodedContext) -> "LoraTensors":
+    def encode(self, ctx: ContextLike) -> EncodedContext:
+        """Static mode: render the context the way this generator's encoders read it, then encode."""
+        items = ctx.render_items(max_items=self.max_items) if self.encoder.sentence is not None else None
+        api_text = None
+        if self.encoder.tokens is not None:
+            api_text = ctx.render(budget_tokens=self.token_budget, count_tokens=self.encoder.tokens.count_tokens)
+        return self.encoder.encode(items=items, api_text=api_text)
+
+    def lora(self, encoded: EncodedContext) -> LoraTensors:
         """Generated {module path: (A [r,in], B [out,r])} for one encoded context."""
         device = next(self.hypernet.parameters()).device
         pooled = None if encoded.pooled is None else encoded.pooled.to(device)
         tokens = None if encoded.tokens is None else encoded.tokens.to(device)
-        return self.hypernet.generate(pooled, tokens)
+        if encoded.merge_repeats:
+            return self.hypernet.generate(pooled, tokens)
+        # A token bag given as is (evolving mode): no merging, its own log-count bias.
+        log_count = None if encoded.log_count is None else encoded.log_count.to(device).unsqueeze(0)
+        with torch.no_grad():
+            out = self.hypernet(None if pooled is None else pooled.unsqueeze(0),
+                                None if tokens is None else tokens.unsqueeze(0), token_log_count=log_count)
+        return {path: (a[0], b[0]) for path, (a, b) in out.items()}
 
-    def generate(self, ctx: "ContextLike", out_dir: Path) -> "AdapterArtifact":
-        """Encode `ctx`, generate, and write a content-addressed PEFT adapter under `out_dir`."""
-        from hypernet.pipeline import generate_adapter
+    def generate(self, ctx: ContextLike, out_dir: Path) -> AdapterArtifact:
+        """Static mode: encode `ctx`, generate, and write a content-addressed PEFT adapter under `out_dir`."""
+        return self.generate_from(lambda: self.encode(ctx), out_dir, context_digest=ctx.digest)
 
-        return generate_adapter(ctx, self, Path(out_dir))
+    def generate_from(self, encode: Callable[[], EncodedContext], out_dir: Path, *, context_digest: str,
+                      mode: str | None = None) -> AdapterArtifact:
+        """Encode (any mode), run the hypernetwork, write the adapter under `out_dir/<sha256>/` (deterministic for
+        equal inputs) and time each step. `context_digest` (and `mode`, if given) go into the adapter's header."""
+        t0 = time.perf_counter()
+        encoded = encode()
+        t1 = time.perf_counter()
+        tensors = self.lora(encoded)
+        t2 = time.perf_counter()
+        extra = {"hypernet_version": self.version_id, "context_digest": context_digest}
+        if mode is not None:
+            extra["mode"] = mode
+        files = write_adapter(tensors, Path(out_dir), base_model=self.base_model_name,
+                              lora_alpha=self.hypernet.config.lora_alpha, dtype=self.adapter_dtype, extra=extra)
+        t3 = time.perf_counter()
+        timings = {"encode": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3, "write": (t3 - t2) * 1e3,
+                   "total": (t3 - t0) * 1e3}
+        return AdapterArtifact(path=files.path, sha256=files.sha256, hypernet_version=self.version_id,
+                               context_digest=context_digest, rank=self.hypernet.config.rank, nbytes=files.nbytes,
+                               timings_ms=timings)
 
 
 def _build_encoder(config: HypernetConfig, model_dir: Path, device: str, sentence_path: Path | None) -> ContextEncoder:

@@ -1,27 +1,23 @@
-"""Glue: RepoContext -> encoded context -> hypernet forward -> PEFT adapter folder, with timings."""
+"""The generation path's types: what a context must offer (`ContextLike`) and what a generation returns
+(`AdapterArtifact`). The path itself is `hypernet.generator.AdapterGenerator` (static mode: `generate`; evolving
+mode: `hypernet.evolve.generate_from_state`; both end in `AdapterGenerator.generate_from`)."""
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
-
-from hypernet.adapter import write_adapter
-
-if TYPE_CHECKING:
-    from hypernet.encoder import EncodedContext
-    from hypernet.generator import AdapterGenerator
+from typing import Protocol
 
 
 class ContextLike(Protocol):
-    """The part of `hypernet.context.RepoContext` the pipeline reads."""
+    """The part of `hypernet.context.RepoContext` the generator reads."""
 
     digest: str
 
-    def render(self, budget_tokens: int = 2048, count_tokens=None) -> str: ...  # noqa: D102
+    def render(self, budget_tokens: int = 2048, count_tokens: Callable[[str], int] | None = None) -> str: ...
 
-    def render_items(self, max_items: int = 256) -> list[str]: ...  # noqa: D102
+    def render_items(self, max_items: int = 256) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -35,40 +31,3 @@ class AdapterArtifact:
     rank: int
     nbytes: int
     timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-def encode_context(ctx: ContextLike, generator: "AdapterGenerator") -> "EncodedContext":
-    """Render the context the way the generator's encoders need it, then encode."""
-    items = ctx.render_items(max_items=generator.max_items) if generator.encoder.sentence is not None else None
-    api_text = None
-    if generator.encoder.tokens is not None:
-        api_text = ctx.render(budget_tokens=generator.token_budget, count_tokens=generator.encoder.tokens.count_tokens)
-    return generator.encoder.encode(items=items, api_text=api_text)
-
-
-def generate_adapter(ctx: ContextLike, generator: "AdapterGenerator", out_dir: Path) -> AdapterArtifact:
-    """Encode, generate and write one adapter into `out_dir/<sha256>/` (deterministic for equal inputs)."""
-    t0 = time.perf_counter()
-    encoded = encode_context(ctx, generator)
-    t1 = time.perf_counter()
-    tensors = generator.lora(encoded)
-    t2 = time.perf_counter()
-    files = write_adapter(
-        tensors,
-        Path(out_dir),
-        base_model=generator.base_model_name,
-        lora_alpha=generator.hypernet.config.lora_alpha,
-        dtype=generator.adapter_dtype,
-        extra={"hypernet_version": generator.version_id, "context_digest": ctx.digest},
-    )
-    t3 = time.perf_counter()
-    timings = {"encode": (t1 - t0) * 1e3, "forward": (t2 - t1) * 1e3, "write": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
-    return AdapterArtifact(
-        path=files.path,
-        sha256=files.sha256,
-        hypernet_version=generator.version_id,
-        context_digest=ctx.digest,
-        rank=generator.hypernet.config.rank,
-        nbytes=files.nbytes,
-        timings_ms=timings,
-    )

@@ -38,12 +38,10 @@ def refine_command(
     from hypernet.context import extract_repo
     from hypernet.generator import AdapterGenerator
     from hypernet.metrics import repo_identifiers, score_arms
-    from hypernet.pipeline import encode_context
     from hypernet.refine import refine_adapter
     from service import evaluation
-    from service.adapters import default_checkpoint
     from service.jobs.refine import refine_config
-    from service.serving import base_model_dir
+    from service.models import base_model_dir, default_checkpoint
     from service.settings import Settings
 
     if threads:
@@ -77,7 +75,7 @@ def refine_command(
     if ckpt is None:
         typer.echo("warning: no checkpoint for this base model: the untrained hypernet writes a no-op adapter", err=True)
     generator = AdapterGenerator.load(ckpt, model_dir)
-    generated = generator.lora(encode_context(seen, generator))
+    generated = generator.lora(generator.encode(seen))
     scaling = generator.hypernet.config.lora_alpha / generator.hypernet.config.rank
     lap("generate", t0)
 
