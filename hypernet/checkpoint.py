@@ -19,6 +19,18 @@ if TYPE_CHECKING:
 FORMAT = "code2lora-hypernet"
 FORMAT_VERSION = 1
 
+# Checkpoints shipped with the package: hypernet/checkpoints/<name>/hypernet.safetensors (+ VERSION, its version id,
+# and the training config). To ship a new default, add its folder and change this name; the training run's own folder
+# (training/checkpoints/<name>/) keeps the log and the evaluation reports.
+DEFAULT_SHIPPED = "smollm2-135m-v2-top4"
+SHIPPED_DIR = Path(__file__).resolve().parent / "checkpoints"
+
+
+def shipped_checkpoint(name: str | None = None) -> Path:
+    """The weights file of a checkpoint shipped with the package (default: `DEFAULT_SHIPPED`), which the service
+    serves with the bundled base model and training starts from or compares against."""
+    return SHIPPED_DIR / (name or DEFAULT_SHIPPED) / "hypernet.safetensors"
+
 
 class CheckpointError(ValueError):
     """A hypernet checkpoint is unreadable, corrupted, or of an unknown format."""
@@ -79,7 +91,7 @@ def save_checkpoint(model: Code2LoRAHypernet, path: Path) -> str:
 
 
 def load_checkpoint(
-    path: Path, expect_targets: "list[TargetModule] | None" = None, device: str = "cpu"
+    path: Path, expect_targets: list[TargetModule] | None = None, device: str = "cpu"
 ) -> Code2LoRAHypernet:
     """Load and verify a checkpoint; with `expect_targets`, refuse one built for another base model shape."""
     from safetensors import SafetensorError, safe_open
@@ -99,7 +111,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: checkpoint format {meta.get('format_version')} unsupported (want {FORMAT_VERSION})")
     try:
         config = HypernetConfig.from_dict(json.loads(meta["config"]))
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:  # ValueError: bad JSON or unknown config keys
         raise CheckpointError(f"{path}: checkpoint config is missing or invalid: {exc}") from exc
     if content_hash(config, state) != meta.get("content_sha256"):
         raise CheckpointError(f"{path}: content hash mismatch, the checkpoint is corrupted")
@@ -113,7 +125,7 @@ def load_checkpoint(
     return model.to(device).eval()
 
 
-def check_targets(config: HypernetConfig, targets: "list[TargetModule]", where: str = "hypernet") -> None:
+def check_targets(config: HypernetConfig, targets: list[TargetModule], where: str = "hypernet") -> None:
     """Raise `CheckpointMismatchError` unless `targets` equal the modules the hypernet was built for."""
     have = [[t.path, t.module_type, t.layer, t.in_features, t.out_features] for t in targets]
     if have == config.targets:
@@ -125,7 +137,7 @@ def check_targets(config: HypernetConfig, targets: "list[TargetModule]", where: 
         return
     want_layers = config.num_layers
     got_layers = 1 + max((t.layer for t in targets), default=-1)
-    diff = next(((w, g) for w, g in zip(config.targets, have) if w != g), None)
+    diff = next(((w, g) for w, g in zip(config.targets, have, strict=False) if w != g), None)
     raise CheckpointMismatchError(
         f"{where} was built for a {config.base_model_type} base with {want_layers} layers, hidden "
         f"{config.hidden_size} and {len(config.targets)} target modules; this base model has {got_layers} layers "

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.adapters import SHIPPED_CHECKPOINT, default_checkpoint
+from hypernet.checkpoint import shipped_checkpoint
+from service.models import default_checkpoint
 from service.settings import Settings
+
+SHIPPED_CHECKPOINT = shipped_checkpoint()
+
+
+def test_the_shipped_checkpoint_is_package_data_of_hypernet() -> None:
+    import hypernet
+
+    assert SHIPPED_CHECKPOINT.is_relative_to(Path(hypernet.__file__).parent / "checkpoints")
 
 
 def test_shipped_checkpoint_is_the_default_for_the_bundled_model(tmp_path: Path) -> None:

@@ -49,15 +49,12 @@ def test_v1_config_keeps_its_canonical_form():
 
 
 def test_shipped_checkpoint_version_is_unchanged():
-    from pathlib import Path
+    from hypernet.checkpoint import load_checkpoint, shipped_checkpoint, version_id
 
-    from hypernet.checkpoint import load_checkpoint, version_id
-
-    ckpt = Path(__file__).resolve().parents[2] / "training/checkpoints/smollm2-135m-top4-contrastive"
-    if not (ckpt / "hypernet.safetensors").is_file():  # moved by a later layout change: nothing to compare
-        return
-    net = load_checkpoint(ckpt / "hypernet.safetensors")
-    assert version_id(net) == (ckpt / "VERSION").read_text().strip()
+    weights = shipped_checkpoint()
+    assert weights.is_file(), weights
+    net = load_checkpoint(weights)
+    assert version_id(net) == (weights.parent / "VERSION").read_text().strip()
 
 
 def test_v2_hypernet_trains_on_hidden_states_and_context_chunks(tmp_path, toy_repos, tokenizer):
