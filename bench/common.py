@@ -45,25 +45,3 @@ def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
         doc = "".join(lines[:start]) + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
-
-
-def tiny_model(dest: Path) -> tuple[Path, Path]:
-    """A tiny random Llama folder with a byte tokenizer, and a hypernet checkpoint whose B head is off zero
-    (so adapters differ per repository): the service itself, without the cost of a real model."""
-    import torch
-
-    from hypernet.checkpoint import save_checkpoint
-    from hypernet.generator import AdapterGenerator
-    from tests.hypernet.conftest import _byte_tokenizer, tiny_llama
-
-    model_dir = dest / "tiny-model"
-    tiny_llama(0).save_pretrained(model_dir)
-    _byte_tokenizer().save_pretrained(model_dir)
-    gen = AdapterGenerator.load(None, model_dir)
-    with torch.no_grad():
-        torch.manual_seed(1)
-        gen.hypernet.head_b.weight.normal_(0.0, 0.5)
-        gen.hypernet.head_b.bias.normal_(0.0, 0.5)
-    ckpt = dest / "hypernet.safetensors"
-    save_checkpoint(gen.hypernet, ckpt)
-    return model_dir, ckpt

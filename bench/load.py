@@ -34,7 +34,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, tiny_model, write_section  # noqa: E402
+from bench.common import machine, write_section
+from testkit.models import tiny_model
 
 SECTION = "## Load"
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ async def burst(base: str, models: list[str], n: int, timeout: float) -> dict[st
 
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
     async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as c:
-        async def one(i: int):  # type: ignore[no-untyped-def]
+        async def one(i: int):
             t0 = time.perf_counter()
             try:
                 r = await c.post("/v1/completions", json={"model": models[i % len(models)], "prompt": "def compute(",

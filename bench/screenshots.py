@@ -21,9 +21,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.admin.browser import LiveServer, launch_chromium  # noqa: E402
-from bench.common import tiny_model  # noqa: E402
-from tests.conftest import SAMPLE_FILES, make_git_repo  # noqa: E402
+from testkit.browser import LiveServer, launch_chromium
+from testkit.models import tiny_model
+from testkit.repos import SAMPLE_FILES, make_git_repo
 
 TEXTKIT = {
     "textkit/__init__.py": "from .slug import slugify\n",

@@ -13,6 +13,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from testkit.repos import SAMPLE_FILES, make_git_repo
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -92,7 +94,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_settings(tmp_path: Path, backend: str, service_model_dir: Path):  # type: ignore[no-untyped-def]
+def make_settings(tmp_path: Path, backend: str, service_model_dir: Path):
     """Settings factory for the current backend; extra kwargs override fields."""
     from service.settings import Settings
 
@@ -108,39 +110,6 @@ def make_settings(tmp_path: Path, backend: str, service_model_dir: Path):  # typ
     return _make
 
 
-def make_git_repo(root: Path, files: dict[str, str], message: str = "initial") -> str:
-    """Create a git repository at `root` with `files` committed; return the commit SHA."""
-    import git
-
-    root.mkdir(parents=True, exist_ok=True)
-    repo = git.Repo.init(root, initial_branch="main")
-    with repo.config_writer() as cw:
-        cw.set_value("user", "name", "Test")
-        cw.set_value("user", "email", "test@example.com")
-    for rel, text in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    repo.git.add(A=True)
-    return repo.index.commit(message).hexsha
-
-
-SAMPLE_FILES = {
-    "shapes/__init__.py": "from .geometry import area_of_circle, Rectangle\n",
-    "shapes/geometry.py": (
-        "import math\n\nPI2 = math.pi * 2\n\n\n"
-        "def area_of_circle(radius: float) -> float:\n    \"\"\"Area of a circle.\"\"\"\n    return math.pi * radius ** 2\n\n\n"
-        "class Rectangle:\n    \"\"\"An axis-aligned rectangle.\"\"\"\n\n"
-        "    def __init__(self, width: float, height: float) -> None:\n        self.width = width\n        self.height = height\n\n"
-        "    def area(self) -> float:\n        return self.width * self.height\n"
-    ),
-    "tests/test_geometry.py": (
-        "from shapes.geometry import Rectangle, area_of_circle\n\n\n"
-        "def test_rectangle():\n    assert Rectangle(2, 3).area() == 6\n"
-    ),
-}
-
-
 @pytest.fixture
 def sample_repo(tmp_path: Path) -> Path:
     """A small Python repository committed on branch main."""
@@ -149,7 +118,7 @@ def sample_repo(tmp_path: Path) -> Path:
     return path
 
 
-def wait_job(client, job_id: str, timeout: float = 120.0) -> dict:  # type: ignore[no-untyped-def]
+def wait_job(client, job_id: str, timeout: float = 120.0) -> dict:
     """Poll GET /jobs/{id} until the job ends; return its JSON."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -161,7 +130,7 @@ def wait_job(client, job_id: str, timeout: float = 120.0) -> dict:  # type: igno
 
 
 @pytest.fixture
-def client_for(make_settings):  # type: ignore[no-untyped-def]
+def client_for(make_settings):
     """Start the app with given setting overrides; yields a TestClient (lifespan runs)."""
     from fastapi.testclient import TestClient
 
@@ -184,7 +153,7 @@ def client_for(make_settings):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def client(client_for):  # type: ignore[no-untyped-def]
+def client(client_for):
     return client_for()
 
 

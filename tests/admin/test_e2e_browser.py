@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.admin.browser import LiveServer, launch_chromium, require_chromium
-from tests.conftest import SAMPLE_FILES, make_git_repo
+from testkit.browser import LiveServer, launch_chromium, require_chromium
+from testkit.repos import SAMPLE_FILES, make_git_repo
 
 JOB_TIMEOUT_MS = 120_000
 

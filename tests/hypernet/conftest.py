@@ -6,44 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+from testkit.models import byte_tokenizer as _byte_tokenizer
+from testkit.models import tiny_llama
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-
-def _byte_tokenizer():
-    from tokenizers import Tokenizer, decoders, models
-    from tokenizers.pre_tokenizers import ByteLevel
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(sorted(ByteLevel.alphabet()))}
-    vocab["<s>"], vocab["</s>"] = len(vocab), len(vocab) + 1
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="</s>")
-
-
-def tiny_llama(seed: int = 0):
-    """A random-init LlamaForCausalLM small enough for millisecond forwards."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=258,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=256,
-        eos_token_id=257,
-        pad_token_id=257,
-    )
-    return LlamaForCausalLM(config).eval()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ def require_chromium() -> None:
     """Skip the calling test when Chromium is absent, unless CODE2LORA_REQUIRE_BROWSER=1 (then fail)."""
     missing = not CHROMIUM.exists()
     try:
-        import playwright.sync_api  # noqa: F401
+        import playwright.sync_api  # noqa: F401 - only probes that playwright is installed
     except ImportError:
         missing = True
     if missing:
@@ -54,7 +54,7 @@ class LiveServer:
                                                      lifespan="on"))
         self._thread = threading.Thread(target=self._server.run, name="uvicorn-e2e", daemon=True)
 
-    def __enter__(self) -> "LiveServer":
+    def __enter__(self) -> LiveServer:
         self._thread.start()
         deadline = time.monotonic() + 120
         while not self._server.started:
