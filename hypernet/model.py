@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hypernet.dataconfig import from_dict
+
 if TYPE_CHECKING:
     from hypernet.adapter import LoraTensors
     from hypernet.basemodel import TargetModule
@@ -62,7 +64,7 @@ class HypernetConfig:
     token_chunk: int = 0
 
     @classmethod
-    def for_base(cls, base_config: Any, targets: "list[TargetModule]", **overrides: Any) -> "HypernetConfig":
+    def for_base(cls, base_config: Any, targets: list[TargetModule], **overrides: Any) -> HypernetConfig:
         """Config for a base model (`PretrainedConfig`) and its target modules; overrides set the rest."""
         rows = [[t.path, t.module_type, t.layer, t.in_features, t.out_features] for t in targets]
         return cls(
@@ -83,9 +85,9 @@ class HypernetConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "HypernetConfig":
+    def from_dict(cls, data: dict[str, Any]) -> HypernetConfig:
         """Inverse of `to_dict`; unknown keys are an error so old code never misreads a newer format."""
-        return cls(**data)
+        return from_dict(cls, data)
 
     @property
     def scaling(self) -> float:
@@ -165,7 +167,7 @@ class Code2LoRAHypernet(nn.Module):
         tokens: torch.Tensor | None = None,
         token_mask: torch.Tensor | None = None,
         token_log_count: torch.Tensor | None = None,
-    ) -> "LoraTensors":
+    ) -> LoraTensors:
         """Batched generation: pooled [B, 2*384], tokens [B, T, hidden], mask [B, T] (True = real token).
 
         `token_log_count` [B, T] (optional) is added to every attention logit over the tokens: a row standing
@@ -197,7 +199,9 @@ class Code2LoRAHypernet(nn.Module):
         pre = 1.0 / (math.sqrt(k + n_ctx) * c.bound)
         coef_a = self.head_a(h).view(batch, -1, r, k + n_ctx) * pre
         coef_b = self.head_b(h).view(batch, -1, r, k + n_ctx) * pre
-        atoms = self._context_atoms(h, raw_tokens, tokens, token_mask, token_log_count) if n_ctx else None
+        atoms = None
+        if n_ctx and raw_tokens is not None and tokens is not None:  # context atoms exist only on the token path
+            atoms = self._context_atoms(h, raw_tokens, tokens, token_mask, token_log_count)
 
         out: LoraTensors = {}
         for mtype, slots in self._slots_of_type.items():
@@ -238,7 +242,7 @@ class Code2LoRAHypernet(nn.Module):
     @torch.no_grad()
     def generate(
         self, pooled: torch.Tensor | None = None, tokens: torch.Tensor | None = None
-    ) -> "LoraTensors":
+    ) -> LoraTensors:
         """One adapter for one context (unbatched inputs: pooled [2*384], tokens [T, hidden]).
 
         Input-embedding token vectors carry no position, so identical rows (repeated tokens) are merged into one

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from hypernet.dataconfig import from_dict
 
 METHODS = ("sft", "opd", "tropd", "rl")
 
@@ -163,22 +165,10 @@ class FinetuneConfig:
         return asdict(self)
 
 
-def _build(cls: type, data: dict[str, Any]) -> Any:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} keys: {unknown}")
-    kwargs = {}
-    for key, value in data.items():
-        default = known[key].default_factory() if callable(known[key].default_factory) else None  # type: ignore[misc]
-        kwargs[key] = _build(type(default), value) if is_dataclass(default) and isinstance(value, dict) else value
-    return cls(**kwargs)
-
-
 def config_from_dict(data: dict[str, Any], **overrides: Any) -> FinetuneConfig:
     """Build a config from a (nested) dict; `overrides` (non-None values) replace top-level keys."""
     merged = {**data, **{k: v for k, v in overrides.items() if v is not None}}
-    return _build(FinetuneConfig, merged)
+    return from_dict(FinetuneConfig, merged)
 
 
 def load_config(path: Path | str, **overrides: Any) -> FinetuneConfig:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hypernet.dataconfig import from_dict
 from training.data.corpus import CorpusConfig
 
 
@@ -62,19 +63,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys raise."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training config keys: {sorted(unknown)}")
-        kw = dict(d)
-        if "corpus" in kw and isinstance(kw["corpus"], dict):
-            cnames = {f.name for f in fields(CorpusConfig)}
-            bad = set(kw["corpus"]) - cnames
-            if bad:
-                raise ValueError(f"unknown corpus config keys: {sorted(bad)}")
-            kw["corpus"] = CorpusConfig(**kw["corpus"])
-        return cls(**kw)
+        """Build from a dict (the corpus from a nested dict); unknown keys raise."""
+        return from_dict(cls, d)
 
 
 def load_config(path: str | Path, **overrides: Any) -> TrainConfig:
