@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import CursorResult, delete, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from service.db.models import RepoLock, utcnow
+from service.db.models import Job, RepoLock, utcnow
+
+if TYPE_CHECKING:
+    from service.jobs.base import Reporter
+    from service.state import ServiceState
 
 
 def try_acquire(sessions: sessionmaker[Session], repo_id: int, owner: str, ttl_s: float) -> bool:
@@ -49,3 +53,21 @@ def release(sessions: sessionmaker[Session], repo_id: int, owner: str) -> None:
     """Drop the lock if `owner` still holds it."""
     with sessions.begin() as s:
         s.execute(delete(RepoLock).where(RepoLock.repository_id == repo_id, RepoLock.owner == owner))
+
+
+def lock_for_job(state: ServiceState, job: Job, report: Reporter) -> int:
+    """Wait for the lock of the job's repository, then mark the job started (waiting is not part of the work);
+    returns the repository id. The caller releases the lock with `release`."""
+    from service.jobs.base import JobError
+
+    if job.repository_id is None:
+        raise JobError("job has no repository")
+    repo_id, settings = job.repository_id, state.settings
+    report(0.01, "waiting for the repository lock")
+    if not acquire(state.sessions, repo_id, job.id, ttl_s=settings.job_lock_ttl_s, wait_s=settings.job_lock_ttl_s):
+        raise JobError("repository is busy: another job held its lock for too long")
+    with state.sessions.begin() as s:
+        row = s.get(Job, job.id)
+        if row is not None:
+            row.started_at = utcnow()
+    return repo_id

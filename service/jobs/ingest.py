@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from service import evaluation, locks
 from service.adapters import build_adapter_version
-from service.db.models import AdapterVersion, Job, Repository, utcnow
+from service.db.models import AdapterVersion, Job, Repository
 from service.gitops import clone, fetch_and_checkout
 from service.jobs.base import JobError, Reporter
 from service.jobs.refine import queue_refine_after
@@ -39,23 +39,13 @@ def _set_repo(state: ServiceState, repo_id: int, **fields: object) -> Repository
 
 def run_ingest(state: ServiceState, job: Job, report: Reporter) -> str:
     """Bring the checkout to the branch head, extract its context and build the adapter version."""
-    if job.repository_id is None:
-        raise JobError("job has no repository")
-    repo_id, settings = job.repository_id, state.settings
-    report(0.01, "waiting for the repository lock")
-    if not locks.acquire(state.sessions, repo_id, job.id, ttl_s=settings.job_lock_ttl_s,
-                         wait_s=settings.job_lock_ttl_s):
-        raise JobError("repository is busy: another job held its lock for too long")
-    with state.sessions.begin() as s:  # the work starts now: waiting for the lock is not part of it
-        row = s.get(Job, job.id)
-        if row is not None:
-            row.started_at = utcnow()
+    repo_id = locks.lock_for_job(state, job, report)
     before = _newest_version(state, repo_id)
     try:
         message = _ingest_locked(state, job, repo_id, report)
     finally:
         locks.release(state.sessions, repo_id, job.id)
-    if settings.refine_after_ingest and _newest_version(state, repo_id) != before:
+    if state.settings.refine_after_ingest and _newest_version(state, repo_id) != before:
         message += queue_refine_after(state, repo_id)
     return message
 

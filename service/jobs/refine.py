@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from service import evaluation, locks
 from service.adapters import record_version
-from service.db.models import AdapterVersion, Job, Repository, utcnow
+from service.db.models import AdapterVersion, Job, Repository
 from service.jobs.base import JobError, Reporter
 from service.jobs.queue import enqueue_or_withdraw
 from service.jobs.workspace import checkout_dir, load_context
@@ -66,17 +66,7 @@ def queue_refine_after(state: ServiceState, repo_id: int) -> str:
 
 def run_refine(state: ServiceState, job: Job, report: Reporter) -> str:
     """Refine the repository's active adapter (under the repository lock) and record the result."""
-    if job.repository_id is None:
-        raise JobError("job has no repository")
-    repo_id, settings = job.repository_id, state.settings
-    report(0.01, "waiting for the repository lock")
-    if not locks.acquire(state.sessions, repo_id, job.id, ttl_s=settings.job_lock_ttl_s,
-                         wait_s=settings.job_lock_ttl_s):
-        raise JobError("repository is busy: another job held its lock for too long")
-    with state.sessions.begin() as s:
-        row = s.get(Job, job.id)
-        if row is not None:
-            row.started_at = utcnow()
+    repo_id = locks.lock_for_job(state, job, report)
     try:
         return _refine_locked(state, job, repo_id, report)
     finally:
