@@ -44,7 +44,12 @@ def register(app: typer.Typer) -> None:
                                              "adapter here (PEFT), e.g. as a starting point for fine-tuning."),
         skip_arm: list[str] = typer.Option([], "--skip-arm", help="Arm left out entirely (repeatable)."),
         gen_skip_arm: list[str] = typer.Option([], "--gen-skip-arm", help="Arm scored on losses only, without "
-                                               "generated completions (repeatable; generation is the slow part)."),
+                                               "generated completions (repeatable; generation is the slow part). "
+                                               "Names are exact: ARM skips its plain decoding, ARM+vocab its "
+                                               "repository-vocabulary decoding."),
+        vocab_decoding: list[str] = typer.Option([], "--vocab-decoding", help="Also complete every generation arm "
+                                                 "with repository-vocabulary decoding at this penalty (inf: names "
+                                                 "outside the repository's are masked); arms ARM+vocab[BIAS]."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
         if cut_mode not in ("boundary", "inside", "both"):
@@ -62,9 +67,21 @@ def register(app: typer.Typer) -> None:
                            gen_lines_per_repo=gen_lines, side_by_side=side_by_side, own_rank=own_rank,
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None,
-                           skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm))
+                           skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm),
+                           vocab_biases=[_parse_bias(b) for b in vocab_decoding])
         report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         typer.echo(markdown(report))
+
+
+def _parse_bias(text: str) -> float:
+    """"inf" or a positive number of nats; anything else is a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise typer.BadParameter(f"{text!r}: a positive number or inf", param_hint="--vocab-decoding")
+    return value
 
 
 def _parse_arms(specs: list[str]) -> dict[str, str]:

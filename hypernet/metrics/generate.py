@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -12,6 +12,9 @@ from torch import nn
 from hypernet.lora_apply import applied_lora
 from hypernet.metrics.cuts import Chunk, tokenize
 from hypernet.metrics.text import identifier_spans, mark_tokens
+
+if TYPE_CHECKING:
+    from hypernet.decoding import RepoVocabulary, VocabRows
 
 Tensors = dict[str, tuple[torch.Tensor, torch.Tensor]]
 AdapterArg = Tensors | Sequence[Tensors | None] | None
@@ -88,7 +91,7 @@ def _pad_id(tokenizer: Any) -> int:
 
 @torch.no_grad()
 def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad: int, eos: int | None,
-            use_cache: bool, stop_check: Any) -> list[list[int]]:
+            use_cache: bool, stop_check: Any, vocab_rows: VocabRows | None = None) -> list[list[int]]:
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
@@ -107,7 +110,12 @@ def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad
         else:
             out = model(input_ids=cur_ids, attention_mask=cur_mask, position_ids=pos, use_cache=False,
                         logits_to_keep=1)
-        nxt = out.logits[:, -1].float().argmax(-1)
+        logits = out.logits[:, -1].float()
+        if vocab_rows is not None:
+            logits = vocab_rows.apply(logits)
+        nxt = logits.argmax(-1)
+        if vocab_rows is not None:
+            vocab_rows.advance(torch.where(done, torch.full_like(nxt, -1), nxt).tolist())
         new.append(torch.where(done, torch.full_like(nxt, -1), nxt))  # -1: the row had finished
         nxt = torch.where(done, torch.full_like(nxt, pad), nxt)
         if eos is not None:
@@ -131,7 +139,8 @@ def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad
 
 def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
              adapter: AdapterArg = None, scaling: float | Sequence[float] = 1.0, batch_size: int = 16,
-             use_cache: bool = True, stop_at_newline: bool = False) -> list[str]:
+             use_cache: bool = True, stop_at_newline: bool = False,
+             vocab: RepoVocabulary | None = None) -> list[str]:
     """Greedy completions (decoded text of the new tokens, up to EOS) for token-id prompts, batched with left
     padding and an attention mask, with the KV cache.
 
@@ -141,6 +150,7 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
     The adapter is applied to the full model through forward hooks (`applied_lora`) for the duration of the
     call: the model must not serve other requests meanwhile. `stop_at_newline` ends early once every row
     has produced a line break past its first non-blank character (the rest of the line is all that is read).
+    `vocab`: repository-vocabulary decoding (`hypernet.decoding`): identifiers stay on the repository's names.
     """
     prompts = [list(p) for p in prompts_ids]
     if not prompts:
@@ -161,12 +171,13 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
         idx = order[lo: lo + batch_size]
         rows, sc = resolved.batch(idx)
         batch = [prompts[i] for i in idx]
+        vrows = vocab.rows(tokenizer.batch_decode(batch)) if vocab is not None else None
+        stop = newline_check if stop_at_newline else None
         if rows is None:
-            gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, newline_check if stop_at_newline else None)
+            gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows)
         else:
             with applied_lora(model, rows, sc):
-                gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache,
-                              newline_check if stop_at_newline else None)
+                gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows)
         for i, g in zip(idx, gen, strict=False):
             results[i] = tokenizer.decode(g, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return results

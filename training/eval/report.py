@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,16 @@ ARM_LABEL = {
     "per_repo_lora": "per-repo LoRA trained directly",
     "prompt": "context in prompt (no adapter)",
 }
+def arm_label(arm: str) -> str:
+    """A person's name for an arm; decoded variants say how they were decoded."""
+    base, sfx = decoded_arm(arm)
+    label = ARM_LABEL.get(base, base)
+    if sfx:
+        bias = sfx[len("+vocab"):]
+        label += ", repository-vocabulary decoding" + (f" (penalty {bias})" if bias else "")
+    return label
+
+
 METRICS = (("loss", "chunk", "next-token loss"), ("ident_loss", "chunk", "loss on repo-identifier tokens"),
            ("em", "line", "line EM (teacher-forced)"), ("es", "line", "line_edit_sim_teacher_forced"),
            ("em", "assert", "assertion EM"))
@@ -54,8 +65,13 @@ def _values(rs: list[dict], metric: str, kind: str) -> tuple[list[float], list[s
 
 
 def arm_order(by_arm: dict[str, Any]) -> list[str]:
-    """The standard arms in their fixed order, then any extra arms (`EvalOptions.extra_arms`) by name."""
-    return [a for a in ARM_ORDER if a in by_arm] + sorted(a for a in by_arm if a not in ARM_ORDER)
+    """The standard arms in their fixed order (each followed by its decoded variants, "own+vocab"), then any
+    extra arms (`EvalOptions.extra_arms`) by name."""
+    def key(arm: str) -> tuple[int, str, str]:
+        base, sfx = decoded_arm(arm)
+        return (ARM_ORDER.index(base) if base in ARM_ORDER else len(ARM_ORDER), base, sfx)
+
+    return sorted(by_arm, key=key)
 
 
 def arm_table(by_arm: dict[str, list[dict]], n_boot: int, seed: int) -> dict[str, dict[str, Any]]:
@@ -113,7 +129,27 @@ def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str]
 
 
 GEN_COMPARISONS = (("own", "base"), ("own", "average"), ("own", "other"), ("per_repo_lora", "base"))
-SIDE_BY_SIDE_ARMS = ("own", "base", "other")
+SIDE_BY_SIDE_ARMS = ("own", "base", "other", "own+vocab", "base+vocab")
+
+
+def decoded_arm(arm: str) -> tuple[str, str]:
+    """"own+vocab3" -> ("own", "+vocab3"); a plain arm has an empty suffix."""
+    base, sep, rest = arm.partition("+")
+    return base, sep + rest
+
+
+def gen_pairs(arms: Iterable[str]) -> list[tuple[str, str]]:
+    """The generation comparisons present among `arms`: own against base / average / other under each decoding,
+    each repository-vocabulary decoding against plain base and plain own (what the decoding buys) and extra
+    arms (other checkpoints) against own."""
+    names = list(arms)
+    suffixes = sorted({decoded_arm(a)[1] for a in names} - {""})
+    pairs = list(GEN_COMPARISONS)
+    for sfx in suffixes:
+        pairs += [(a + sfx, b + sfx) for a, b in GEN_COMPARISONS]
+        pairs += [("own" + sfx, "base"), ("own" + sfx, "own"), ("base" + sfx, "base")]
+    pairs += [("own", x) for x in names if x not in ARM_ORDER and not decoded_arm(x)[1]]
+    return [(a, b) for a, b in pairs if a in names and b in names]
 
 
 def _ci(vals: list[float], groups: list[str], n_boot: int, seed: int) -> dict[str, Any]:
@@ -161,8 +197,7 @@ def generation_report(raw: dict[str, Any], n_boot: int, seed: int) -> dict[str, 
             arms[arm] = cell
         any_arm = next(iter(per_arm.values()), [])
         comps = []
-        # extra arms (e.g. another checkpoint's adapters) are compared with the own adapter of this checkpoint
-        pairs = list(GEN_COMPARISONS) + [("own", x) for x in per_arm if x not in ARM_ORDER]
+        pairs = gen_pairs(per_arm)
         for key, metric in (("em", "ident_em"), ("invented", "invented_rate")):
             for a, b in pairs:
                 if a in per_arm and b in per_arm and per_arm[a]:
@@ -180,8 +215,8 @@ def generation_report(raw: dict[str, Any], n_boot: int, seed: int) -> dict[str, 
         groups = [g for g, _ in line_arm[arm]]
         out["lines"][arm] = {"line_em": _ci([x["em"] for _, x in line_arm[arm]], groups, n_boot, seed),
                              "line_edit_sim": _ci([x["edit_sim"] for _, x in line_arm[arm]], groups, n_boot, seed)}
-    for a, b in GEN_COMPARISONS[:1]:
-        if a in line_arm and b in line_arm and line_arm[a]:
+    for a, b in [p for p in gen_pairs(line_arm) if p[1] == "base" or p[0].endswith(p[1])]:
+        if line_arm[a]:
             groups = [g for g, _ in line_arm[a]]
             for key, metric in (("em", "line_em"), ("edit_sim", "line_edit_sim")):
                 out["line_comparisons"].append(_paired_gen([x[key] for _, x in line_arm[a]],
@@ -230,7 +265,7 @@ def side_by_side_markdown(samples: list[dict[str, Any]]) -> str:
         for arm, c in s["completions"].items():
             comp = c["completion"].replace("\n", "⏎").replace("|", "\\|").replace("`", "'")
             mark = " ✓" if c["em"] else (" ✗" if c["invented"] else "")
-            lines.append(f"| {ARM_LABEL.get(arm, arm)} | `{comp}` | {c['predicted'] or '–'}{mark} |")
+            lines.append(f"| {arm_label(arm)} | `{comp}` | {c['predicted'] or '–'}{mark} |")
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -301,7 +336,7 @@ def markdown(report: dict[str, Any]) -> str:
     lines = ["| arm | " + " | ".join(label for _, _, label in METRICS) + " |",
              "|---|" + "---|" * len(METRICS)]
     for arm, cells in report["arms"].items():
-        lines.append(f"| {ARM_LABEL.get(arm, arm)} | " + " | ".join(_fmt(cells.get(f"{k}.{m}", {})) for m, k, _ in METRICS) + " |")
+        lines.append(f"| {arm_label(arm)} | " + " | ".join(_fmt(cells.get(f"{k}.{m}", {})) for m, k, _ in METRICS) + " |")
     lines.append("")
     lines.append("Sequence counts (n) per metric: " + ", ".join(
         f"{k}.{m}={report['arms'].get('own', report['arms'].get('base', {})).get(f'{k}.{m}', {}).get('n', 0)}"
@@ -356,7 +391,7 @@ def generation_markdown(gen: dict[str, Any], seconds: float | None = None) -> li
                 "| arm | identifier EM | invented rate | EM, target in prompt | EM, target not in prompt |",
                 "|---|---|---|---|---|"]
         for arm, cell in m["arms"].items():
-            out.append(f"| {ARM_LABEL.get(arm, arm)} | {_fmt(cell['ident_em'])} | {_fmt(cell['invented_rate'])} | "
+            out.append(f"| {arm_label(arm)} | {_fmt(cell['ident_em'])} | {_fmt(cell['invented_rate'])} | "
                        f"{_fmt(cell['ident_em_in_prompt'])} (n={cell['ident_em_in_prompt']['n']}) | "
                        f"{_fmt(cell['ident_em_not_in_prompt'])} (n={cell['ident_em_not_in_prompt']['n']}) |")
         out += [""] + (_cmp_rows(m["comparisons"]) + [""] if m["comparisons"] else [])
@@ -364,7 +399,7 @@ def generation_markdown(gen: dict[str, Any], seconds: float | None = None) -> li
         out += ["Generated next line (greedy rest of the line, not teacher-forced):", "",
                 "| arm | line EM | line edit sim. |", "|---|---|---|"]
         for arm, cell in gen["lines"].items():
-            out.append(f"| {ARM_LABEL.get(arm, arm)} | {_fmt(cell['line_em'])} | {_fmt(cell['line_edit_sim'])} |")
+            out.append(f"| {arm_label(arm)} | {_fmt(cell['line_em'])} | {_fmt(cell['line_edit_sim'])} |")
         out += [""] + (_cmp_rows(gen["line_comparisons"]) + [""] if gen["line_comparisons"] else [])
     if seconds is not None and seconds == seconds:
         out.append(f"Generation took {seconds:.1f} s per repository (all arms). Samples: side_by_side.md.")

@@ -18,6 +18,7 @@ exact match / edit similarity.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hypernet.decoding import RepoVocabulary, TokenIndex, vocab_arm_suffix
 from training.data.corpus import RepoData, Sequence, _chunks
 from training.eval.metrics import (
     average_adapter,
@@ -68,7 +70,9 @@ class EvalOptions:
     # (each arm re-reads every prompt through the full model: about 2 min per repository with 5 arms on a busy
     # 2-core CPU at these defaults)
     cuts_per_repo: int = 8  # per cut mode; 0: no identifier completion
-    gen_skip_arms: list[str] = field(default_factory=list)  # arms scored on losses only (no generation)
+    # arms scored on losses only (no generation), by full name: "average" skips its plain decoding only,
+    # "average+vocab" its repository-vocabulary decoding
+    gen_skip_arms: list[str] = field(default_factory=list)
     cut_mode: str = "boundary"  # boundary | inside | both
     cut_prefix_tokens: int = 256
     ident_new_tokens: int = 12
@@ -78,6 +82,8 @@ class EvalOptions:
     gen_batch: int = 16
     side_by_side: int = 3  # cut points per repository in side_by_side.md
     own_rank: bool = True  # rank the own adapter among all generated ones on each repository's chunks (N^2 passes)
+    # repository-vocabulary decoding (hypernet.decoding): each generation arm again per penalty (inf: mask)
+    vocab_biases: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -333,6 +339,12 @@ class Evaluator:
                 out[key].append(1 + sum(v < vals[i] for k, v in enumerate(vals) if k != i))
         return out
 
+    def token_index(self) -> TokenIndex:
+        """The tokenizer's `TokenIndex` for repository-vocabulary decoding, built once per run."""
+        if getattr(self, "_token_index", None) is None:
+            self._token_index = TokenIndex.build(self.tok, self.model.config.vocab_size)
+        return self._token_index
+
     def generation(self, i: int, arms: dict[str, tuple[dict | None, float]]) -> dict[str, Any]:
         """Identifier cut points (per cut mode) and next-line cases on repository i's held-out target files, each
         completed greedily under every given arm (one batched call per arm, the adapter applied to the full model
@@ -354,23 +366,30 @@ class Evaluator:
         known = known_identifiers(repo_context(repo))
         modes = list(CUT_MODES) if o.cut_mode == "both" else [o.cut_mode]
         out: dict[str, Any] = {"cuts": {}, "ident": {}, "line_cases": [], "lines": {}}
+        decodings = [("", None)] + [(vocab_arm_suffix(b), RepoVocabulary(self.token_index(), known, b))
+                                    for b in o.vocab_biases]
         for mode in modes if o.cuts_per_repo > 0 else []:
             cuts = repo_cuts(files, self.tok, idents, n=o.cuts_per_repo, seed=o.seed,
                              max_prefix_tokens=o.cut_prefix_tokens, mode=mode)
             out["cuts"][mode] = cuts
             out["ident"][mode] = {}
-            for arm, (adapters, scaling) in arms.items():
+            for (arm, (adapters, scaling)), (suffix, vocab) in itertools.product(arms.items(), decodings):
+                if arm + suffix in o.gen_skip_arms:
+                    continue
                 comps = complete(self.model, self.tok, [c.prefix_ids for c in cuts], max_new_tokens=o.ident_new_tokens,
-                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch)
-                out["ident"][mode][arm] = identifier_metrics(cuts, comps, known)
+                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, vocab=vocab)
+                out["ident"][mode][arm + suffix] = identifier_metrics(cuts, comps, known)
         if o.gen_lines_per_repo > 0:
             cases = repo_line_cases(files, self.tok, n=o.gen_lines_per_repo, seed=o.seed,
                                     max_prefix_tokens=o.line_prefix_tokens, max_target_tokens=o.line_new_tokens)
             out["line_cases"] = cases
-            for arm, (adapters, scaling) in arms.items():
+            for (arm, (adapters, scaling)), (suffix, vocab) in itertools.product(arms.items(), decodings):
+                if arm + suffix in o.gen_skip_arms:
+                    continue
                 comps = complete(self.model, self.tok, [c.prefix_ids for c in cases], max_new_tokens=o.line_new_tokens,
-                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, stop_at_newline=True)
-                out["lines"][arm] = line_metrics(cases, comps)
+                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, stop_at_newline=True,
+                                 vocab=vocab)
+                out["lines"][arm + suffix] = line_metrics(cases, comps)
         return out
 
     def run(self) -> dict[str, Any]:
@@ -405,7 +424,7 @@ class Evaluator:
             scored = self.score_repo(i, arms)
             use_prompt = o.prompt_chunks > 0 and "prompt" not in o.skip_arms
             prompt, prompt_tokens = self.score_prompt(i) if use_prompt else ([], 0)
-            gen_arms = {k: v for k, v in arms.items() if k != "prompt" and k not in o.gen_skip_arms}
+            gen_arms = {k: v for k, v in arms.items() if k != "prompt"}  # `generation` applies gen_skip_arms
             t0 = time.perf_counter()
             generated = self.generation(i, gen_arms) if o.cuts_per_repo > 0 or o.gen_lines_per_repo > 0 else None
             gen_s.append(time.perf_counter() - t0)
