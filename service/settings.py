@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,12 @@ class Settings(BaseSettings):
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"
     engine_slots: int = Field(8, ge=1, description="Adapters held by the engine at once (LRU).")
+    repo_vocabulary: bool = Field(True, description="Repository-vocabulary decoding on /v1/completions for a "
+                                  "repository's model (local engine): the identifiers a completion writes stay on "
+                                  "names the repository or the prompt knows (hypernet.decoding, docs/EVAL.md); a "
+                                  "request's repo_vocabulary field overrides it.")
+    repo_vocabulary_penalty: float = Field(math.inf, gt=0, description="inf masks every other name; a finite "
+                                           "value (nats) only lowers them.")
 
     queue: Literal["inprocess", "rq"] = Field("inprocess", description="Job queue; rq needs redis_url.")
     host: str = "127.0.0.1"

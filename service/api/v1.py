@@ -23,6 +23,7 @@ from service.engines.errors import EngineError
 from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
 from service.state import ServiceState
 from service.store import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
+from service.vocabulary import repo_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,23 @@ async def _run(http: Request, state: ServiceState, request: CompletionRequest | 
     return response
 
 
+async def _vocabulary(state: ServiceState, engine: Any, request: CompletionRequest | ChatCompletionRequest,
+                      resolved: Resolved) -> frozenset[str] | JSONResponse | None:
+    """The names repository-vocabulary decoding keeps this request on: None where it is off (chat, the base model,
+    an engine without it, a repository without a saved vocabulary); 400 where a request asks for it explicitly
+    and it cannot be had."""
+    asked = getattr(request, "repo_vocabulary", None)
+    if not isinstance(request, CompletionRequest) or not (state.settings.repo_vocabulary if asked is None else asked):
+        return None
+    if resolved.repository_id is None:
+        return openai_error(400, "repo_vocabulary: the base model has no repository", "invalid_request_error",
+                            "repo_vocabulary") if asked else None
+    if not getattr(engine, "supports_vocabulary", False):
+        return openai_error(400, f"repo_vocabulary: the {engine.name} engine does not support it (the local "
+                            "engine does)", "invalid_request_error", "repo_vocabulary") if asked else None
+    return await asyncio.to_thread(repo_vocabulary, state, resolved.repository_id)
+
+
 async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletionRequest) -> Any:
     engine = state.serving_engine
     if engine is None:
@@ -146,6 +164,9 @@ async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletio
     if isinstance(resolved, JSONResponse):
         return resolved
     adapter = AdapterRef(resolved.adapter_id, resolved.path) if resolved.adapter_id and resolved.path else None
+    vocabulary = await _vocabulary(state, engine, request, resolved)
+    if isinstance(vocabulary, JSONResponse):
+        return vocabulary
     label = resolved.adapter_id or BASE_MODEL_ID
     ADAPTER_REQUESTS.labels(label).inc()
     start = time.perf_counter()
@@ -154,7 +175,9 @@ async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletio
         if isinstance(request, ChatCompletionRequest):
             result = await serving.create_chat_completion(request, engine, adapter, model_name=resolved.model_name)
         else:
-            result = await serving.create_completion(request, engine, adapter, model_name=resolved.model_name)
+            result = await serving.create_completion(request, engine, adapter, model_name=resolved.model_name,
+                                                     vocabulary=vocabulary,
+                                                     vocabulary_penalty=state.settings.repo_vocabulary_penalty)
     except EngineError as exc:
         status, body, headers = serving.engine_error_to_http(exc)
         return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers)

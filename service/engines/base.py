@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ class SamplingParams:
     seed: int | None = None
     logprobs: int | None = None  # None: off; k >= 0: chosen-token logprob plus top-k alternatives
     ignore_eos: bool = False  # keep generating past EOS (benchmarks, as vLLM's ignore_eos)
+    # repository-vocabulary decoding (hypernet.decoding): identifiers stay on these names or the prompt's words;
+    # engines with `supports_vocabulary` only. The penalty is in nats, inf masks.
+    vocabulary: frozenset[str] | None = None
+    vocabulary_penalty: float = math.inf
 
 
 @dataclass

@@ -35,6 +35,7 @@ class LocalEngine:
     """In-process multi-LoRA engine with continuous batching (see ``scheduler``)."""
 
     name = "local"
+    supports_vocabulary = True  # SamplingParams.vocabulary (repository-vocabulary decoding)
 
     def __init__(self, model: Any = None, tokenizer: Any = None, *, model_path: str | None = None,
                  slots: int = 8, max_batch_size: int = 32, device: str = "cpu",

@@ -11,10 +11,11 @@ import inspect
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -26,6 +27,9 @@ from .lru import AdapterLRU
 from .sampling import make_generator, sample_token, token_logprobs
 from .stats import StatsRecorder
 from .textstop import IncrementalText
+
+if TYPE_CHECKING:
+    from hypernet.decoding import RepoVocabulary, TokenIndex, VocabRows
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Row:
     generated: int = 0
     logprobs: list[TokenLogprob] | None = None
     done: bool = False
+    vocab: VocabRows | None = None  # repository-vocabulary decoding state of this row
 
 
 class Scheduler:
@@ -83,6 +88,8 @@ class Scheduler:
         params = inspect.signature(model.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.kv = BatchKV(cfg)
+        self._token_index: TokenIndex | None = None
+        self._vocabs: OrderedDict[tuple[int, int, float], RepoVocabulary] = OrderedDict()
         self.rows: list[Row] = []
         self.waiting: list[Job] = []
         self.commands: list[tuple[Callable[[], Any], Future]] = []
@@ -277,8 +284,27 @@ class Scheduler:
             seed = None if p.seed is None else p.seed + i
             rows.append(Row(job=job, index=i, text=IncrementalText(self.tokenizer, p.stop),
                             gen=make_generator(seed), n_ctx=len(ids),
-                            logprobs=[] if p.logprobs is not None else None))
+                            logprobs=[] if p.logprobs is not None else None,
+                            vocab=self._vocab_rows(req, ids)))
         return rows
+
+    def _vocab_rows(self, req: GenerationRequest, ids: list[int]) -> VocabRows | None:
+        """A row's repository-vocabulary state (None without a vocabulary); the token index is built once and
+        the last few vocabularies are kept, keyed by their names and penalty."""
+        from hypernet.decoding import RepoVocabulary, TokenIndex
+
+        p = req.params
+        if not p.vocabulary:
+            return None
+        if self._token_index is None:
+            self._token_index = TokenIndex.build(self.tokenizer, self.vocab_size)
+        key = (hash(p.vocabulary), len(p.vocabulary), p.vocabulary_penalty)
+        vocab = self._vocabs.pop(key, None) or RepoVocabulary(self._token_index, p.vocabulary, p.vocabulary_penalty)
+        self._vocabs[key] = vocab
+        while len(self._vocabs) > 8:
+            self._vocabs.popitem(last=False)
+        prompt = req.prompt if isinstance(req.prompt, str) else self.tokenizer.decode(ids)
+        return vocab.rows([prompt])
 
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                  cache: Any, names: list[str]) -> tuple[torch.Tensor, Any]:
@@ -356,7 +382,12 @@ class Scheduler:
 
     def _consume_row(self, r: Row, row_logits: torch.Tensor) -> None:
         p = r.job.request.params
-        tok = sample_token(row_logits, p.temperature, p.top_p, r.gen)
+        sample_from = row_logits
+        if r.vocab is not None:  # logprobs stay those of the model's own distribution
+            sample_from = r.vocab.apply(row_logits[None].clone())[0]
+        tok = sample_token(sample_from, p.temperature, p.top_p, r.gen)
+        if r.vocab is not None:
+            r.vocab.advance([tok])
         r.generated += 1
         r.job.completion_tokens += 1
         new_lp: list[TokenLogprob] = []

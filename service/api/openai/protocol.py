@@ -98,6 +98,9 @@ class CompletionRequest(_SamplingFields):
     max_tokens: int | None = Field(default=16, ge=1)
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool = False
+    # code2lora extension (send it with the openai client's extra_body): keep the identifiers the completion
+    # writes on names the repository knows (hypernet.decoding); None: the server's CODE2LORA_REPO_VOCABULARY
+    repo_vocabulary: bool | None = None
 
 
 class CompletionLogprobs(OpenAIModel):

@@ -8,6 +8,8 @@ async iterator of SSE strings (``data: {...}\\n\\n`` ... ``data: [DONE]\\n\\n``)
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import math
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -204,11 +206,14 @@ async def _sse_with_errors(events: AsyncIterator[str]) -> AsyncIterator[str]:
 
 # ---- completions ----------------------------------------------------------------------------
 async def create_completion(request: CompletionRequest, engine: Engine, adapter: AdapterRef | None,
-                            *, model_name: str | None = None) -> CompletionResponse | AsyncIterator[str]:
-    """Serve ``/v1/completions`` with ``adapter`` (None = base model)."""
+                            *, model_name: str | None = None, vocabulary: frozenset[str] | None = None,
+                            vocabulary_penalty: float = math.inf) -> CompletionResponse | AsyncIterator[str]:
+    """Serve ``/v1/completions`` with ``adapter`` (None = base model), with repository-vocabulary decoding
+    when `vocabulary` is given."""
     if request.echo:
         raise InvalidGenerationRequest("echo is not supported")
-    params = sampling_params(request)
+    params = dataclasses.replace(sampling_params(request), vocabulary=vocabulary or None,
+                                 vocabulary_penalty=vocabulary_penalty)
     prompts = prompt_list(request.prompt)
     reqs = [GenerationRequest(prompt=p, params=params, adapter=adapter) for p in prompts]
     await validate(engine, reqs)
