@@ -33,12 +33,12 @@ TOY = {
 
 def tiny_hypernet(repos: list, tokenizer):
     """(tiny model, a small top-layer hypernet whose B head is non-zero, the repos' encoded contexts)."""
-    from training.hypernet.config import TrainConfig
+    from training.hypernet.config import HypernetArch, TrainConfig
     from training.hypernet.run import encode_repos
     from training.hypernet.train import build_hypernet
 
     model = tiny_llama()
-    cfg = TrainConfig(adapt_layers=1, hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False})
+    cfg = TrainConfig(adapt_layers=1, hypernet=HypernetArch(rank=4, d_model=32, n_atoms=8))
     net = build_hypernet(cfg, model).eval()
     torch.nn.init.normal_(net.head_b.weight, std=0.05)  # untrained B = 0 would make every adapter a no-op
     feats = encode_repos(repos, use_sentence=False, use_tokens=True, tokenizer=tokenizer,

@@ -9,7 +9,7 @@ import torch
 
 from hypernet.encoder import TokenEncoder
 from hypernet.model import Code2LoRAHypernet, HypernetConfig
-from training.hypernet.config import TrainConfig
+from training.hypernet.config import HypernetArch, TrainConfig
 from training.hypernet.run import add_context_chunks, encode_repos
 from training.hypernet.split import SplitLM, top_targets
 from training.hypernet.train import Trainer
@@ -64,7 +64,7 @@ def test_v2_hypernet_trains_on_hidden_states_and_context_chunks(tmp_path, toy_re
     model = tiny_llama()
     cfg = TrainConfig(name="v2", out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"), adapt_layers=0,
                       steps=30, batch_size=3, lr=1e-2, warmup=2, eval_every=30, save_every=30,
-                      other_positions=1.0, hypernet=dict(V2), progress=False, context_chunks_per_repo=2)
+                      other_positions=1.0, hypernet=HypernetArch(**V2), progress=False, context_chunks_per_repo=2)
     cfg.corpus.seq_len = 48
     added = add_context_chunks(repos, tokenizer, cfg)
     assert added == 2 * sum(r.split == "train" for r in repos)

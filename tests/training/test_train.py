@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hypernet.encoder import EncodedContext
-from training.hypernet.config import TrainConfig, load_config
+from training.hypernet.config import HypernetArch, TrainConfig, load_config
 from training.hypernet.run import encode_repos
 from training.hypernet.split import SplitLM, top_targets
 from training.hypernet.train import SharedLoRA, Trainer
@@ -19,7 +19,7 @@ from .conftest import tiny_hypernet, tiny_llama
 def _cfg(tmp_path, **kw) -> TrainConfig:
     base = dict(name="toy", out_dir=str(tmp_path / "out"), work_dir=str(tmp_path / "work"), adapt_layers=1,
                 steps=8, batch_size=3, lr=3e-3, warmup=2, eval_every=4, save_every=2, other_positions=1.0,
-                hypernet={"rank": 4, "d_model": 32, "n_atoms": 8, "use_sentence": False}, progress=False)
+                hypernet=HypernetArch(rank=4, d_model=32, n_atoms=8), progress=False)
     base.update(kw)
     return TrainConfig(**base)
 
@@ -87,7 +87,7 @@ def test_resume_gives_the_same_state(tmp_path, toy_repos, tokenizer):
 
 def test_shared_lora_arm_trains_and_exports_a_peft_adapter(tmp_path, toy_repos, tokenizer):
     model = tiny_llama()
-    cfg = _cfg(tmp_path, arm="shared_lora", steps=6, hypernet={"rank": 4, "lora_alpha": 8.0})
+    cfg = _cfg(tmp_path, arm="shared_lora", steps=6, hypernet=HypernetArch(rank=4, lora_alpha=8.0))
     trainer = Trainer(cfg, model, toy_repos, [None] * len(toy_repos))
     assert isinstance(trainer.net, SharedLoRA)
     trainer.run(resume=False)

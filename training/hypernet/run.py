@@ -107,12 +107,11 @@ def load_everything(cfg: TrainConfig) -> tuple[Any, Any, list[RepoData], list[En
     hn = cfg.hypernet
     if cfg.arm != "hypernet":  # the shared LoRA reads no context
         return model, tokenizer, repos, [None] * len(repos)
-    feats = encode_repos(repos, use_sentence=hn.get("use_sentence", True) and cfg.arm == "hypernet",
-                         use_tokens=hn.get("use_tokens", True) and cfg.arm == "hypernet", tokenizer=tokenizer,
+    feats = encode_repos(repos, use_sentence=hn.use_sentence, use_tokens=hn.use_tokens, tokenizer=tokenizer,
                          embeddings=model.get_input_embeddings().weight.detach().float(),
                          cache=cfg.work_path, max_tokens=cfg.corpus.context_budget, model=model,
-                         token_source=hn.get("token_source", "embeddings"), token_layers=hn.get("token_layers", 0),
-                         token_chunk=hn.get("token_chunk", 0), progress=cfg.progress)
+                         token_source=hn.token_source, token_layers=hn.token_layers,
+                         token_chunk=hn.token_chunk, progress=cfg.progress)
     return model, tokenizer, repos, feats
 
 

@@ -60,12 +60,11 @@ def build_hypernet(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     targets = top_targets(model, cfg.adapt_layers)
     torch.manual_seed(cfg.seed)
     if cfg.arm == "shared_lora":
-        return SharedLoRA(targets, int(cfg.hypernet.get("rank", 8)), float(cfg.hypernet.get("lora_alpha", 16.0)),
-                          seed=cfg.seed)
+        return SharedLoRA(targets, cfg.hypernet.rank, cfg.hypernet.lora_alpha, seed=cfg.seed)
     extra = {"adapt_layers": cfg.adapt_layers, "token_budget": cfg.corpus.context_budget,
              "max_items": cfg.corpus.max_items, "trained_by": "training.hypernet", "run": cfg.name}
-    hn_kwargs = {k: v for k, v in cfg.hypernet.items() if k != "extra"}
-    return Code2LoRAHypernet(HypernetConfig.for_base(model.config, targets, extra=extra, **hn_kwargs))
+    return Code2LoRAHypernet(HypernetConfig.for_base(model.config, targets, extra=extra,
+                                                     **cfg.hypernet.config_kwargs()))
 
 
 def adapters_for(net: nn.Module, feats: list[EncodedContext], drop: float = 0.0,
