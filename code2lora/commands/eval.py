@@ -55,7 +55,7 @@ def register(app: typer.Typer) -> None:
         if cut_mode not in ("boundary", "inside", "both"):
             raise typer.BadParameter(f"{cut_mode!r}: boundary, inside or both", param_hint="--cut-mode")
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from training.eval.main import evaluate_checkpoint
+        from training.eval.main import NoRepositories, evaluate_checkpoint
         from training.eval.report import markdown
         from training.eval.run import EvalOptions
 
@@ -69,7 +69,10 @@ def register(app: typer.Typer) -> None:
                            export_adapters=str(export_adapters) if export_adapters else None,
                            skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm),
                            vocab_biases=[_parse_bias(b) for b in vocab_decoding])
-        report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
+        try:
+            report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
+        except NoRepositories as exc:
+            raise typer.BadParameter(str(exc), param_hint="--repos") from None
         typer.echo(markdown(report))
 
 

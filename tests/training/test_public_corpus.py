@@ -252,3 +252,23 @@ def test_committed_manifest_is_well_formed():
     assert len(names) == len(set(names)) >= 300
     counts = {s: sum(e["split"] == s for e in manifest["repos"]) for s in public.SPLITS}
     assert counts["test"] == 40 and counts["val"] == 20
+
+
+def test_the_corpus_cache_is_rebuilt_when_more_repositories_are_materialised(tmp_path, tokenizer):
+    """A corpus cached while only part of the manifest was on disk must not hide the rest later."""
+    words = list(TOY.values())
+    files = [toy_files(w, tmp_path / f"toy{i}") for i, w in enumerate(words[:2])]
+    manifest, dest = _public_fixture(tmp_path, {"alice/inventory": (files[0], "test"),
+                                                "bob/astronomy": (files[1], "val")})
+    cfg = CorpusConfig(seq_len=48, sources=["public"], public_manifest=str(manifest), public_dir=str(dest),
+                       n_test=1, n_val=1)
+    moved = tmp_path / "astronomy-later"
+    (dest / "bob+astronomy").rename(moved)  # only the test repository is materialised at first
+    first = build_corpus(cfg, tokenizer, cache_dir=tmp_path / "cache", progress=False)
+    assert [r.name for r in first] == ["gh/alice/inventory"]
+    moved.rename(dest / "bob+astronomy")
+    again = build_corpus(cfg, tokenizer, cache_dir=tmp_path / "cache", progress=False)
+    assert sorted(r.name for r in again) == ["gh/alice/inventory", "gh/bob/astronomy"]
+    # unchanged disk: the cache answers (same objects' content)
+    assert [r.to_json() for r in build_corpus(cfg, tokenizer, cache_dir=tmp_path / "cache", progress=False)] == \
+        [r.to_json() for r in again]

@@ -362,11 +362,14 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
                  count_tokens: Callable[[str], int] | None = None, progress: bool = True) -> list[RepoData]:
     """All repositories (deduplicated), split into train/val/test; cached as JSON under `cache_dir`."""
     cache = Path(cache_dir) / f"corpus-{cfg.key()}.json" if cache_dir else None
+    sources = discover_repos(cfg)
+    source_names = sorted(s.name for s in sources)
     if cache is not None and cache.is_file():
         payload = json.loads(cache.read_text())
-        if payload.get("format") == CORPUS_FORMAT:
+        # a cache built when other repositories were on disk (a corpus materialised in parts) is rebuilt
+        if payload.get("format") == CORPUS_FORMAT and payload.get("sources") == source_names:
             return [RepoData.from_json(r) for r in payload["repos"]]
-    sources = discover_repos(cfg)
+        log.info("corpus cache %s is stale (other repositories on disk now): rebuilding", cache.name)
     manifest_splits = "public" in cfg.sources and cfg.splits_from_manifest
     if manifest_splits:
         # Held-out public repositories first: the family and file dedupes keep the first copy, so a test or val
@@ -429,6 +432,6 @@ def build_corpus(cfg: CorpusConfig, tokenizer: Any, cache_dir: Path | None = Non
         r.chunks = r.chunks[: cfg.chunks_per_repo if r.split == "train" else cfg.eval_chunks_per_repo]
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"format": CORPUS_FORMAT, "config": asdict(cfg),
+        cache.write_text(json.dumps({"format": CORPUS_FORMAT, "config": asdict(cfg), "sources": source_names,
                                      "repos": [r.to_json() for r in repos]}))
     return repos

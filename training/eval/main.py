@@ -46,6 +46,10 @@ def select_repos(args: list[str], corpus: list, cfg: Any, tokenizer: Any) -> lis
     return unique
 
 
+class NoRepositories(ValueError):
+    """The run selected no repository to evaluate."""
+
+
 def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shared_lora: Path | None = None,
                         config: Path | None = None) -> dict[str, Any]:
     """Run the evaluation; returns the report dict (also written to out_dir)."""
@@ -71,6 +75,9 @@ def evaluate_checkpoint(checkpoint: Path, opts: EvalOptions, out_dir: Path, shar
     repos = select_repos(opts.repos, corpus, cfg, tokenizer)
     if opts.max_repos:
         repos = repos[: opts.max_repos]
+    if not repos:
+        raise NoRepositories(f"no repository matches --repos {' '.join(opts.repos)}: is the corpus materialised "
+                             "(python -m training.data.public materialize)?")
     net = load_checkpoint(checkpoint)
     hn = net.config
     embeddings = model.get_input_embeddings().weight.detach().float()
