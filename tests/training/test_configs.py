@@ -16,7 +16,7 @@ from training.hypernet.config import HypernetArch, TrainConfig, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "training" / "configs").glob("*.json"))
-RUN_CONFIGS = sorted([*(ROOT / "training").rglob("train_config.json"), *(ROOT / "hypernet").rglob("train_config.json")])
+RUN_CONFIGS = sorted(p for top in ("training", "hypernet", "docs") for p in (ROOT / top).rglob("train_config.json"))
 # Set by the base model (`HypernetConfig.for_base`) or by the trainer, never by a training config.
 NOT_IN_ARCH = {"base_model_type", "num_layers", "hidden_size", "targets", "extra"}
 
@@ -29,6 +29,7 @@ def test_the_tree_has_configs_and_run_configs():
     assert len(CONFIGS) >= 5
     assert any("hypernet/checkpoints" in _rel(p) for p in RUN_CONFIGS)
     assert any("training/checkpoints" in _rel(p) for p in RUN_CONFIGS)
+    assert any("docs/artefacts/ablations" in _rel(p) for p in RUN_CONFIGS)
 
 
 @pytest.mark.parametrize("path", CONFIGS + RUN_CONFIGS, ids=_rel)
