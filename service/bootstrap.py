@@ -15,7 +15,7 @@ from service.cache import make_cache
 from service.db.session import make_engine as make_db_engine
 from service.db.session import make_sessionmaker, upgrade_database
 from service.engines.base import Engine
-from service.engines.loader import hot_loader
+from service.engines.loader import hot_loader, unloader
 from service.jobs.base import JobQueue
 from service.jobs.queue import InProcessQueue, RQQueue
 from service.jobs.runner import run_job
@@ -39,6 +39,7 @@ def build_state(settings: Settings, *, start_queue: bool = True, migrate: bool =
         cache=make_cache(settings.redis_url, settings.cache_max_entries, settings.cache_ttl_s),
     )
     state.activation_listeners.append(hot_loader(state))
+    state.retire_listeners.append(unloader(state))
     state.queue = make_queue(state, start=start_queue)
     return state
 
@@ -69,8 +70,9 @@ def make_serving_engine(settings: Settings) -> Engine | None:
         return LocalEngine(model_path=str(model_dir), slots=settings.engine_slots)
     from service.engines.vllm import VllmEngine
 
+    key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     return VllmEngine(settings.vllm_url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
-                      zero_adapter_path=str(settings.artifact_dir / "zero-adapter"))
+                      zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key)
 
 
 async def start_engine(state: ServiceState) -> None:

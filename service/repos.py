@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Job, Repository
 from service.jobs.queue import enqueue_or_withdraw
+from service.names import engine_names
 from service.netguard import check_remote_host
 from service.repourl import (
     NormalizedURL,
@@ -171,9 +172,11 @@ def request_refine(state: ServiceState, session: Session, repo: Repository, **pa
 def delete_repo(state: ServiceState, session: Session, repo: Repository) -> None:
     """Delete a repository, its versions, its workspace, and artifacts no other version uses."""
     shas = {v.artifact_sha256: v.artifact_path for v in repo.versions}
+    names = engine_names(repo, repo.versions)
     repo_id = repo.id
     session.delete(repo)
     session.commit()
+    state.retire(names)  # engines unload them: their folders may go next
     for sha, path in shas.items():
         # Artifacts are content-addressed: another repository may share the same bytes.
         still_used = session.scalar(select(func.count()).select_from(AdapterVersion).where(

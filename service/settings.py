@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +30,9 @@ class Settings(BaseSettings):
 
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"
+    vllm_api_key: SecretStr | None = Field(None, description="Sent as a bearer token on every call to vLLM (one of "
+                                           "the keys vLLM was started with, --api-key). vLLM's key guards its /v1 "
+                                           "routes only (docs/DEPLOY.md): keep vLLM on loopback or a private network.")
     engine_slots: int = Field(8, ge=1, description="Adapters held by the engine at once (LRU).")
     repo_vocabulary: bool = Field(True, description="Repository-vocabulary decoding on /v1/completions for a "
                                   "repository's model (local engine): the identifiers a completion writes stay on "

@@ -29,7 +29,7 @@ class Activation:
     """A repository's active version changed (announced by `service.store.activate` after the commit)."""
 
     repository_id: int
-    name: str | None  # engine-side name of the new active version (`repo@vN`); None: no active version
+    name: str | None  # engine-side name of the new active version (`repo@vN+<digest>`); None: no active version
     path: str | None  # its artifact folder
     previous: str | None  # engine-side name of the version it replaces
 
@@ -47,6 +47,8 @@ class ServiceState:
     loop: asyncio.AbstractEventLoop | None = None  # the API's event loop, so job threads can drive the engine
     # Subscribers to activations (the engine's hot-loader, service.engines.loader); called from the committing thread.
     activation_listeners: list[Callable[[Activation], None]] = field(default_factory=list)
+    # Subscribers to retirements: engine-side names of deleted versions, to unload (service.engines.loader).
+    retire_listeners: list[Callable[[list[str]], None]] = field(default_factory=list)
     # One job at a time runs the hypernetwork, scoring or refinement in a process (jobs share the loaded models);
     # clones and fetches run outside it, so several in-process workers wait on the network in parallel.
     compute_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -72,6 +74,16 @@ class ServiceState:
                 listener(event)
             except Exception as exc:  # noqa: BLE001 - a subscriber's failure must not undo a committed activation
                 log.warning("activation listener failed for repository %s: %s", event.repository_id, exc)
+
+    def retire(self, names: list[str]) -> None:
+        """Tell every subscriber that these engine-side names belong to deleted versions (best effort for each)."""
+        if not names:
+            return
+        for listener in list(self.retire_listeners):
+            try:
+                listener(list(names))
+            except Exception as exc:  # noqa: BLE001 - the deletion is committed; an engine keeps a harmless name
+                log.warning("retire listener failed for %s: %s", names, exc)
 
     def close(self) -> None:
         """Stop the queue and engine and release DB connections."""

@@ -4,7 +4,8 @@
 - `find_reusable` / `same_as_latest`: same context + same hypernetwork = the same adapter, never recomputed.
 - `activate` is the one way a version becomes active: the rows, then (after the commit) the cache's active pointer
   and an `Activation` announced to the subscribers (the engine's hot-loader, `service.engines.loader`).
-- `adapter_name` formats the engine-side name `repo@vN` (the only place it is written); `resolve_model` maps a
+- `adapter_name` formats the public name `repo@vN`; `engine_name` the name an engine loads it under,
+  `repo@vN+<digest>`, unique to the artifact's bytes (both in `service.names`); `resolve_model` maps a
   request's `model` to a version; `adapter_path` finds (or restores from the cache) a version's artifact folder.
 """
 
@@ -14,7 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session
 from hypernet.adapter import pack_adapter, unpack_adapter
 from service.db.models import AdapterVersion, Repository
 from service.jobs.base import JobError
+from service.names import adapter_name, engine_name
 from service.repos import find_repo, latest_job
 from service.state import Activation, ServiceState
 
@@ -46,19 +48,10 @@ class AdapterNotReady(Exception):
 class Resolved:
     """What a request will run on: an adapter (None = base model) and the name to report."""
 
-    adapter_id: str | None
+    adapter_id: str | None  # the engine-side name (`engine_name`), unique to the artifact
     path: str | None
     model_name: str
     repository_id: int | None = None
-
-
-class _Named(Protocol):
-    name: str
-
-
-def adapter_name(repo: _Named, version: int) -> str:
-    """The immutable engine-side name of one adapter version: `<repository name>@v<N>`."""
-    return f"{repo.name}@v{version}"
 
 
 def adapter_path(state: ServiceState, version: AdapterVersion) -> Path:
@@ -100,25 +93,26 @@ def resolve_model(state: ServiceState, session: Session, model: str) -> Resolved
         raise ModelNotFound(f"The model '{model}' does not exist: repository '{repo.name}' has no version {number}")
     if version.status != "ready":
         raise AdapterNotReady(f"version {number} of '{repo.name}' is {version.status}", None)
-    name = adapter_name(repo, number)
-    return Resolved(name, str(adapter_path(state, version)), name, repo.id)
+    return Resolved(engine_name(repo, number, version.artifact_sha256), str(adapter_path(state, version)),
+                    adapter_name(repo, number), repo.id)
 
 
 def activate(state: ServiceState, session: Session, repo: Repository, number: int | None) -> None:
     """Make version `number` (None: none) the active one of `repo` in `session`. When the session commits, the
     cache's active pointer follows and, if the active version changed, an `Activation` is announced."""
     previous = repo.active_version
-    path = None
+    path = name = previous_name = None
     for v in repo.versions:
         v.is_active = v.version == number
         if v.version == number:
-            path = v.artifact_path
+            path, name = v.artifact_path, engine_name(repo, number, v.artifact_sha256)
+        if previous is not None and v.version == previous:
+            previous_name = engine_name(repo, previous, v.artifact_sha256)
     repo.active_version = number
     repo_id = repo.id
     announce = None
-    if number is not None and number != previous:
-        announce = Activation(repo_id, adapter_name(repo, number), path,
-                              adapter_name(repo, previous) if previous is not None else None)
+    if number is not None and number != previous and name is not None:
+        announce = Activation(repo_id, name, path, previous_name)
 
     def after_commit(_session: Session) -> None:
         state.cache.set_active(repo_id, number)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from service.db.models import AdapterVersion, Repository
+from service.names import engine_names
 from service.repos import Conflict, NotFound
 from service.state import ServiceState
 from service.store import activate
@@ -82,9 +83,11 @@ def delete_version(state: ServiceState, session: Session, repo: Repository, numb
     target = get_version(repo, number)
     if number in (repo.active_version, repo.pinned_version):
         raise Conflict(f"version {number} is active or pinned and cannot be deleted")
+    names = engine_names(repo, [target])
     repo.versions.remove(target)
     _drop_version(state, session, target)
     session.commit()
+    state.retire(names)
 
 
 def prune(state: ServiceState, session: Session, repo: Repository, keep: int) -> list[int]:
@@ -94,10 +97,12 @@ def prune(state: ServiceState, session: Session, repo: Repository, keep: int) ->
     newest = sorted((v.version for v in repo.versions), reverse=True)[:keep]
     protected = set(newest) | {repo.active_version, repo.pinned_version}
     doomed = [v for v in list(repo.versions) if v.version not in protected]
+    names = engine_names(repo, doomed)
     for v in doomed:
         repo.versions.remove(v)
         _drop_version(state, session, v)
     session.commit()
+    state.retire(names)
     return sorted(v.version for v in doomed)
 
 

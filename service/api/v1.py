@@ -167,7 +167,7 @@ async def _serve(state: ServiceState, request: CompletionRequest | ChatCompletio
     vocabulary = await _vocabulary(state, engine, request, resolved)
     if isinstance(vocabulary, JSONResponse):
         return vocabulary
-    label = resolved.adapter_id or BASE_MODEL_ID
+    label = resolved.model_name  # the public name: metric labels never carry digests
     ADAPTER_REQUESTS.labels(label).inc()
     start = time.perf_counter()
     try:

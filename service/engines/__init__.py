@@ -13,10 +13,17 @@ from .base import (
     StreamDelta,
     TokenLogprob,
 )
-from .errors import AdapterRejected, EngineClosed, EngineError, EngineUnavailable, InvalidGenerationRequest
+from .errors import (
+    AdapterRejected,
+    EngineAuthFailed,
+    EngineClosed,
+    EngineError,
+    EngineUnavailable,
+    InvalidGenerationRequest,
+)
 
 __all__ = [
     "BASE_ADAPTER", "AdapterRef", "Choice", "Engine", "EngineHealth", "EngineStats", "GenerationRequest",
-    "GenerationResult", "SamplingParams", "StreamDelta", "TokenLogprob", "AdapterRejected", "EngineClosed",
+    "GenerationResult", "SamplingParams", "StreamDelta", "TokenLogprob", "AdapterRejected", "EngineAuthFailed", "EngineClosed",
     "EngineError", "EngineUnavailable", "InvalidGenerationRequest",
 ]

@@ -33,6 +33,14 @@ class AdapterRejected(EngineError):
         self.upstream_status = upstream_status
 
 
+class EngineAuthFailed(EngineError):
+    """The backend refused the service's credentials, e.g. vLLM started with ``--api-key`` and the service has no key
+    or another one (HTTP 502: the service is misconfigured, not the client)."""
+
+    status_code = 502
+    error_type = "engine_auth_failed"
+
+
 class InvalidGenerationRequest(EngineError):
     """The request cannot be served as asked, e.g. prompt longer than the context (HTTP 400)."""
 

@@ -1,7 +1,8 @@
 """The engine side of an activation: hot-load the new active version and drop the old one.
 
 `service.store.activate` announces each activation; `hot_loader(state)` is the subscriber `service.bootstrap`
-registers. Jobs never call the engine themselves.
+registers. Deleting versions (a repository, one version, a prune) announces their engine-side names to
+`unloader(state)`, which unloads them. Jobs never call the engine themselves.
 """
 
 from __future__ import annotations
@@ -43,3 +44,36 @@ def hot_loader(state: ServiceState) -> Callable[[Activation], None]:
             log.warning("adapter swap failed (%s); it will hot-load on first use", exc)
 
     return on_activated
+
+
+def unloader(state: ServiceState) -> Callable[[list[str]], None]:
+    """A subscriber that unloads the engine-side names of deleted versions from this process's engine.
+
+    Names are unique to an artifact (`service.store.engine_name`), so a name left in another process's engine can
+    never be served for other bytes; unloading frees its slot and drops an adapter whose folder may be gone.
+    """
+
+    def on_retired(names: list[str]) -> None:
+        engine, loop = state.serving_engine, state.loop
+        if engine is None or loop is None or loop.is_closed():
+            return
+
+        async def _unload() -> None:
+            loaded = set(engine.loaded())
+            for name in names:
+                if name in loaded:
+                    await engine.unload(name)
+
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:  # called on the engine's own loop: never block it
+            loop.create_task(_unload())
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(_unload(), loop).result(timeout=60)
+        except Exception as exc:  # noqa: BLE001 - the LRU evicts it later
+            log.warning("unloading deleted adapters %s failed: %s", names, exc)
+
+    return on_retired

@@ -1,7 +1,10 @@
 """Engine that drives a vLLM OpenAI server over HTTP, with runtime LoRA loading.
 
-Names are immutable (``<repo>@v<N>``); the service's own LRU mirrors ``--max-loras``. "No adapter"
-goes through an all-zero adapter because the vLLM CPU build mis-batches base rows with LoRA rows.
+Names are unique to an artifact (``<repo>@v<N>+<sha256 prefix>``, `service.names.engine_name`), and vLLM's
+"already loaded" is never taken on trust: the name must be listed by ``/v1/models`` with our folder as its root, or
+it is unloaded and loaded again from our folder (another service, or an earlier data dir, may have loaded that name
+from a folder that is gone). The service's own LRU mirrors ``--max-loras``. "No adapter" goes through an all-zero
+adapter (named after its own digest) because the vLLM CPU build mis-batches base rows with LoRA rows.
 A 404 for a name we think is loaded means vLLM restarted: forget everything, re-register, retry.
 """
 
@@ -27,7 +30,7 @@ from .base import (
     StreamDelta,
     TokenLogprob,
 )
-from .errors import AdapterRejected, EngineUnavailable, InvalidGenerationRequest
+from .errors import AdapterRejected, EngineAuthFailed, EngineUnavailable, InvalidGenerationRequest
 from .lru import AdapterLRU
 from .stats import StatsRecorder
 from .zero_adapter import write_zero_adapter
@@ -69,11 +72,14 @@ class VllmEngine:
         self._lru = AdapterLRU(self.slots)
         self._base_model_path = base_model_path
         self._zero_path = zero_adapter_path
-        self._zero_loaded = False
+        self._zero_loaded: str | None = None  # the zero adapter's name once registered
+        self.replaced = 0  # names vLLM held from another folder, unloaded and loaded again from ours
         self.served_model = served_model or base_model_path
         self._tokenizer = tokenizer
         self._retry_after = retry_after
+        # sent on every call; vLLM's --api-key guards /v1/* (load/unload, completions, models), not /health
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._has_key = bool(api_key)
         self._client = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, headers=headers,
                                          transport=transport)
         self._lock = asyncio.Lock()
@@ -105,7 +111,17 @@ class VllmEngine:
             raise EngineUnavailable(f"vLLM unreachable at {self.base_url}: {exc}", self._retry_after) from exc
         if resp.status_code == 503:
             raise EngineUnavailable(f"vLLM unavailable: {_message(resp)}", self._retry_after)
+        self._check_auth(resp, path)
         return resp
+
+    def _check_auth(self, resp: httpx.Response, path: str) -> None:
+        if resp.status_code in (401, 403):
+            raise EngineAuthFailed(self._auth_message(resp.status_code, path))
+
+    def _auth_message(self, status: int, path: str) -> str:
+        have = "a key vLLM does not accept" if self._has_key else "no key"
+        return (f"vLLM refused the service's API key ({status} on {path}): the service sends {have}; set "
+                "CODE2LORA_VLLM_API_KEY to one of the keys vLLM was started with (--api-key)")
 
     # ---- adapters ----------------------------------------------------------------------------
     async def _register(self, name: str, path: str) -> None:
@@ -114,8 +130,36 @@ class VllmEngine:
             return
         message = _message(resp)
         if resp.status_code == 400 and "already" in message.lower():
-            return  # vLLM kept it (e.g. our process restarted, vLLM did not)
+            # vLLM has the name (our process restarted and vLLM did not, or another service loaded it): keep it only
+            # when it was loaded from this very folder, else load it again from ours.
+            if await self._loaded_from(name) == str(path):
+                return
+            self.replaced += 1
+            await self._deregister(name)
+            resp = await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
+            if resp.status_code == 200:
+                return
+            message = _message(resp)
         raise AdapterRejected(f"vLLM refused adapter {name!r}: {message}", name, resp.status_code)
+
+    async def _loaded_from(self, name: str) -> str | None:
+        """The folder vLLM loaded ``name`` from (its ``/v1/models`` root), or None when it does not say."""
+        try:
+            resp = await self._client.get("/v1/models", timeout=10.0)
+        except (httpx.TransportError, OSError) as exc:
+            raise EngineUnavailable(f"vLLM unreachable at {self.base_url}: {exc}", self._retry_after) from exc
+        self._check_auth(resp, "/v1/models")
+        if resp.status_code != 200:
+            return None
+        try:
+            cards = resp.json().get("data") or []
+        except (ValueError, AttributeError):
+            return None
+        for card in cards:
+            if isinstance(card, dict) and card.get("id") == name:
+                root = card.get("root")
+                return str(root) if root else None
+        return None
 
     async def _deregister(self, name: str) -> None:
         resp = await self._post("/v1/unload_lora_adapter", {"lora_name": name})
@@ -144,7 +188,7 @@ class VllmEngine:
 
     async def _zero_name(self) -> str:
         async with self._lock:
-            if not self._zero_loaded:
+            if self._zero_loaded is None:
                 if self._zero_path is None:
                     if not self._base_model_path:
                         raise InvalidGenerationRequest("base requests need base_model_path or zero_adapter_path")
@@ -152,9 +196,10 @@ class VllmEngine:
                     self._zero_path = str(Path.home() / ".cache" / "code2lora" / "vllm" / f"zero-{digest}")
                 if self._base_model_path and not Path(self._zero_path, "adapter_config.json").exists():
                     write_zero_adapter(self._base_model_path, self._zero_path)
-                await self._register(ZERO_ADAPTER, self._zero_path)
-                self._zero_loaded = True
-        return ZERO_ADAPTER
+                name = f"{ZERO_ADAPTER}+{folder_digest(self._zero_path)[:16]}"
+                await self._register(name, self._zero_path)
+                self._zero_loaded = name
+        return self._zero_loaded
 
     async def _model_for(self, request: GenerationRequest) -> str:
         if request.adapter is None:
@@ -167,7 +212,7 @@ class VllmEngine:
     async def _forget_all(self) -> None:
         async with self._lock:
             self._lru.clear()
-            self._zero_loaded = False
+            self._zero_loaded = None
 
     async def reregister(self) -> None:
         """Load every adapter we believe is loaded again (after a vLLM restart)."""
@@ -197,6 +242,7 @@ class VllmEngine:
         return body
 
     def _check(self, resp: httpx.Response) -> None:
+        self._check_auth(resp, "/v1/completions")
         if resp.status_code == 404:
             raise _NameGone(_message(resp))
         if 400 <= resp.status_code < 500:
@@ -305,12 +351,20 @@ class VllmEngine:
         return self._lru.ids()
 
     async def health(self) -> EngineHealth:
-        """vLLM's ``/health`` (503 once its engine died)."""
+        """vLLM's ``/health`` (503 once its engine died), then ``/v1/models``: ``/health`` is open even with
+        ``--api-key``, so only a guarded route shows that vLLM refuses the service's key."""
         try:
             resp = await self._client.get("/health", timeout=5.0)
+            if resp.status_code != 200:
+                return EngineHealth(ok=False, detail=f"vLLM /health {resp.status_code}")
+            models = await self._client.get("/v1/models", timeout=5.0)
         except (httpx.TransportError, OSError) as exc:
             return EngineHealth(ok=False, detail=f"unreachable: {exc}")
-        return EngineHealth(ok=resp.status_code == 200, detail=f"vLLM /health {resp.status_code}")
+        if models.status_code in (401, 403):
+            return EngineHealth(ok=False, detail=self._auth_message(models.status_code, "/v1/models"))
+        if models.status_code != 200:
+            return EngineHealth(ok=False, detail=f"vLLM /health 200, /v1/models {models.status_code}")
+        return EngineHealth(ok=True, detail="vLLM /health 200")
 
     def stats(self) -> EngineStats:
         """Loaded adapters, slots, per-adapter request counts and latency percentiles."""
@@ -318,6 +372,16 @@ class VllmEngine:
                            requests_per_adapter=self._stats.snapshot_requests(),
                            latency_ms=self._stats.percentiles(), running=sum(self._inflight.values()),
                            tokens_generated=self._stats.tokens)
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 over a PEFT folder's files (names and bytes, in name order): the zero adapter's identity."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.is_file():
+            h.update(f.name.encode() + b"\0")
+            h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _message_from(chunk: dict[str, Any]) -> str:

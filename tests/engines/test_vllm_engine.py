@@ -3,74 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
 
 from service.api.openai.serving import engine_error_to_http
-from service.engines import AdapterRef, AdapterRejected, EngineUnavailable, GenerationRequest, SamplingParams
+from service.engines import (
+    AdapterRef,
+    AdapterRejected,
+    EngineAuthFailed,
+    EngineUnavailable,
+    GenerationRequest,
+    SamplingParams,
+)
 from service.engines.vllm import ZERO_ADAPTER, VllmEngine
 
-
-class FakeVllm:
-    """Just enough of vLLM's OpenAI server: runtime LoRA routes, completions, health."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[str, str] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.refuse: dict[str, tuple[int, str]] = {}
-        self.down = False
-
-    def restart(self) -> None:
-        self.loaded.clear()
-
-    def __call__(self, request: httpx.Request) -> httpx.Response:
-        if self.down:
-            raise httpx.ConnectError("connection refused", request=request)
-        path = request.url.path
-        body = json.loads(request.content or b"{}")
-        if path == "/health":
-            return httpx.Response(200)
-        if path == "/v1/load_lora_adapter":
-            name = body["lora_name"]
-            self.calls.append(("load", name))
-            if name in self.refuse:
-                status, msg = self.refuse[name]
-                return httpx.Response(status, json={"error": {"message": msg, "type": "BadRequestError",
-                                                              "param": None, "code": status}})
-            if name in self.loaded:
-                return httpx.Response(400, json={"error": {"message": f"The lora adapter '{name}' has already "
-                                                           "been loaded.", "type": "InvalidUserInput", "code": 400}})
-            self.loaded[name] = body["lora_path"]
-            return httpx.Response(200, text=f"Success: LoRA adapter '{name}' added successfully.")
-        if path == "/v1/unload_lora_adapter":
-            self.calls.append(("unload", body["lora_name"]))
-            if self.loaded.pop(body["lora_name"], None) is None:
-                return httpx.Response(404, json={"error": {"message": "not found", "code": 404}})
-            return httpx.Response(200, text="Success")
-        if path == "/v1/completions":
-            model = body["model"]
-            self.calls.append(("complete", model))
-            if model not in self.loaded:
-                return httpx.Response(404, json={"error": {"message": f"The model `{model}` does not exist.",
-                                                           "type": "NotFoundError", "param": "model", "code": 404}})
-            n = body.get("n", 1)
-            if body.get("stream"):
-                chunks = []
-                for i in range(n):
-                    chunks.append({"choices": [{"index": i, "text": f"{model}:", "finish_reason": None}]})
-                    chunks.append({"choices": [{"index": i, "text": "ok", "finish_reason": "length"}]})
-                chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n,
-                                                        "total_tokens": 3 + 2 * n}})
-                text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
-                return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
-            return httpx.Response(200, json={
-                "choices": [{"index": i, "text": f"{model}:ok", "finish_reason": "length", "token_ids": [1, 2],
-                             "logprobs": {"tokens": ["a", "b"], "token_logprobs": [-0.1, -0.2],
-                                          "top_logprobs": None, "text_offset": [0, 1]}} for i in range(n)],
-                "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}})
-        return httpx.Response(404)
+from .fakevllm import FakeVllm
 
 
 @pytest.fixture
@@ -78,9 +26,28 @@ def fake():
     return FakeVllm()
 
 
-def make_engine(fake: FakeVllm, **kw) -> VllmEngine:
-    return VllmEngine("http://vllm.test", transport=httpx.MockTransport(fake), zero_adapter_path="/zero",
-                      retry_after=3, **kw)
+@pytest.fixture
+def zero_dir(tmp_path):
+    """A stand-in zero-adapter folder (the fake vLLM never reads it; the engine names it after its bytes)."""
+    path = tmp_path / "zero"
+    path.mkdir()
+    (path / "adapter_config.json").write_text('{"r": 1}')
+    (path / "adapter_model.safetensors").write_bytes(b"zeros")
+    return path
+
+
+@pytest.fixture
+def make_engine(zero_dir):
+    def _make(fake: FakeVllm, **kw) -> VllmEngine:
+        return VllmEngine("http://vllm.test", transport=httpx.MockTransport(fake), zero_adapter_path=str(zero_dir),
+                          retry_after=3, **kw)
+
+    return _make
+
+
+def zero_name(fake: FakeVllm) -> str:
+    (name,) = [n for n in fake.loaded if n.startswith(ZERO_ADAPTER + "+")]
+    return name
 
 
 def req(adapter: str | None = None, **params) -> GenerationRequest:
@@ -88,17 +55,18 @@ def req(adapter: str | None = None, **params) -> GenerationRequest:
     return GenerationRequest("hi", SamplingParams(max_tokens=2, **params), ref)
 
 
-def test_adapters_are_forwarded_by_name_and_base_uses_zero_adapter(fake):
+def test_adapters_are_forwarded_by_name_and_base_uses_zero_adapter(fake, make_engine, zero_dir):
     eng = make_engine(fake, max_loras=3)
     res = asyncio.run(eng.generate([req("org/a@v1"), req(None), req("org/b@v2", logprobs=0)]))
-    assert [r.choices[0].text for r in res] == ["org/a@v1:ok", f"{ZERO_ADAPTER}:ok", "org/b@v2:ok"]
+    zero = zero_name(fake)
+    assert [r.choices[0].text for r in res] == ["org/a@v1:ok", f"{zero}:ok", "org/b@v2:ok"]
     assert res[2].choices[0].logprobs[1].logprob == -0.2
     assert res[0].prompt_tokens == 3 and res[0].completion_tokens == 2
-    assert fake.loaded[ZERO_ADAPTER] == "/zero"
+    assert fake.loaded[zero] == str(zero_dir)
     assert sorted(eng.loaded()) == ["org/a@v1", "org/b@v2"]
 
 
-def test_lru_matches_max_loras(fake):
+def test_lru_matches_max_loras(fake, make_engine):
     eng = make_engine(fake, max_loras=3)  # 2 repo slots + the zero adapter
     asyncio.run(eng.generate([req("a@v1")]))
     asyncio.run(eng.generate([req("b@v1")]))
@@ -110,7 +78,7 @@ def test_lru_matches_max_loras(fake):
     assert eng.loaded() == ["c@v1"] and "a@v1" not in fake.loaded
 
 
-def test_vllm_down_maps_to_503(fake):
+def test_vllm_down_maps_to_503(fake, make_engine):
     eng = make_engine(fake)
     fake.down = True
     with pytest.raises(EngineUnavailable) as info:
@@ -121,7 +89,7 @@ def test_vllm_down_maps_to_503(fake):
     assert not asyncio.run(eng.health()).ok
 
 
-def test_adapter_refused_maps_to_502_with_vllm_message(fake):
+def test_adapter_refused_maps_to_502_with_vllm_message(fake, make_engine):
     eng = make_engine(fake)
     fake.refuse["big@v1"] = (500, "LoRA rank 64 is greater than max_lora_rank 8.")
     with pytest.raises(AdapterRejected) as info:
@@ -131,7 +99,7 @@ def test_adapter_refused_maps_to_502_with_vllm_message(fake):
     assert "big@v1" not in eng.loaded()
 
 
-def test_restart_is_detected_and_adapters_reregistered(fake):
+def test_restart_is_detected_and_adapters_reregistered(fake, make_engine):
     eng = make_engine(fake)
     asyncio.run(eng.generate([req("a@v1"), req(None)]))
     fake.restart()
@@ -139,17 +107,63 @@ def test_restart_is_detected_and_adapters_reregistered(fake):
     assert res[0].choices[0].text == "a@v1:ok"
     assert fake.calls.count(("load", "a@v1")) == 2
     res = asyncio.run(eng.generate([req(None)]))  # zero adapter comes back too
-    assert res[0].choices[0].text == f"{ZERO_ADAPTER}:ok"
+    assert res[0].choices[0].text == f"{zero_name(fake)}:ok"
 
 
-def test_already_loaded_counts_as_loaded(fake):
-    fake.loaded["a@v1"] = "/adapters/a@v1"
+def test_already_loaded_from_the_same_folder_is_kept(fake, make_engine):
+    fake.loaded["a@v1"] = "/adapters/a@v1"  # our process restarted, vLLM did not
     eng = make_engine(fake)
     asyncio.run(eng.ensure_loaded("a@v1", "/adapters/a@v1"))
     assert eng.loaded() == ["a@v1"]
+    assert ("unload", "a@v1") not in fake.calls and eng.replaced == 0
 
 
-def test_stream_deltas_and_usage(fake):
+def test_already_loaded_from_another_folder_is_loaded_again(fake, make_engine):
+    # another service (or an earlier data dir) loaded this name from its own folder, which may be gone
+    fake.loaded["a@v1"] = "/old-data-dir/adapters/a@v1"
+    eng = make_engine(fake)
+    res = asyncio.run(eng.generate([req("a@v1")]))
+    assert res[0].choices[0].text == "a@v1:ok"
+    assert fake.loaded["a@v1"] == "/adapters/a@v1"  # vLLM now serves the name from our folder
+    assert fake.calls[:4] == [("load", "a@v1"), ("models", ""), ("unload", "a@v1"), ("load", "a@v1")]
+    assert eng.replaced == 1 and eng.loaded() == ["a@v1"]
+
+
+def test_already_loaded_zero_adapter_from_another_folder_is_loaded_again(fake, make_engine, zero_dir):
+    eng = make_engine(fake)
+    asyncio.run(eng.generate([req(None)]))
+    zero = zero_name(fake)
+    fake.loaded[zero] = "/elsewhere/zero"
+    other = make_engine(fake)  # a second service process against the same vLLM
+    asyncio.run(other.generate([req(None)]))
+    assert fake.loaded[zero] == str(zero_dir) and other.replaced == 1
+
+
+def test_zero_adapter_name_follows_its_bytes(fake, make_engine, zero_dir):
+    asyncio.run(make_engine(fake).generate([req(None)]))
+    first = zero_name(fake)
+    fake.restart()
+    (zero_dir / "adapter_model.safetensors").write_bytes(b"other zeros")  # e.g. another base model's shapes
+    asyncio.run(make_engine(fake).generate([req(None)]))
+    assert zero_name(fake) != first
+
+
+def test_already_loaded_name_not_listed_is_loaded_again(fake, make_engine):
+    # a vLLM that does not list the name (or lists no root): nothing proves it is ours, so load it again
+    fake.loaded["a@v1"] = "/adapters/a@v1"
+    original = fake.__call__
+
+    def no_root(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": "a@v1"}]})
+        return original(request)
+
+    eng = VllmEngine("http://vllm.test", transport=httpx.MockTransport(no_root), zero_adapter_path="/zero")
+    asyncio.run(eng.ensure_loaded("a@v1", "/adapters/a@v1"))
+    assert ("unload", "a@v1") in fake.calls and eng.replaced == 1
+
+
+def test_stream_deltas_and_usage(fake, make_engine):
     eng = make_engine(fake)
 
     async def collect():
@@ -165,3 +179,36 @@ def test_stream_deltas_and_usage(fake):
     assert sum(d.prompt_tokens for d in finals) == 3
     stats = eng.stats()
     assert stats.requests_per_adapter == {"a@v1": 1} and stats.slots == 7
+
+
+def test_api_key_is_sent_on_every_call(fake, make_engine):
+    fake.api_key = "k-123"
+    eng = make_engine(fake, api_key="k-123")
+    res = asyncio.run(eng.generate([req("a@v1"), req(None)]))
+    assert res[0].choices[0].text == "a@v1:ok"
+    fake.loaded["b@v1"] = "/elsewhere"  # the "already loaded" check reads /v1/models with the key too
+    asyncio.run(eng.ensure_loaded("b@v1", "/adapters/b@v1"))
+    asyncio.run(eng.unload("a@v1"))
+    assert not [c for c in fake.calls if c[0] == "unauthorized"]
+    health = asyncio.run(eng.health())
+    assert health.ok, health.detail
+
+
+@pytest.mark.parametrize("key", [None, "wrong"])
+def test_refused_key_is_an_auth_failure_in_health_and_requests(fake, make_engine, key):
+    fake.api_key = "k-123"
+    eng = make_engine(fake, api_key=key)
+    health = asyncio.run(eng.health())  # /health itself is open: only /v1/models shows the refusal
+    assert not health.ok and "401" in health.detail and "CODE2LORA_VLLM_API_KEY" in health.detail
+    assert ("no key" in health.detail) == (key is None)
+    with pytest.raises(EngineAuthFailed) as info:
+        asyncio.run(eng.generate([req("a@v1")]))
+    status, body, _ = engine_error_to_http(info.value)
+    assert status == 502 and body.error.type == "engine_auth_failed"
+    assert eng.loaded() == []
+
+    async def collect():
+        return [d async for d in eng.stream(req(None))]
+
+    with pytest.raises(EngineAuthFailed):
+        asyncio.run(collect())

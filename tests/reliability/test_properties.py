@@ -96,7 +96,7 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
     from types import SimpleNamespace
 
     from service.db.models import AdapterVersion, Repository
-    from service.store import ModelNotFound, adapter_name, resolve_model
+    from service.store import ModelNotFound, adapter_name, engine_name, resolve_model
 
     state = SimpleNamespace(cache=None)
     with naming_db() as s:
@@ -109,7 +109,7 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
         numbers = sorted({active, other})
         for n in numbers:
             s.add(AdapterVersion(repository_id=repo.id, version=n, commit_sha="c" * 40, hypernet_version="h",
-                                 context_digest="d" * 64, artifact_sha256=f"{n:064d}", artifact_path=f"/nonexistent/{n}",
+                                 context_digest="d" * 64, artifact_sha256=sha_of(n), artifact_path=f"/nonexistent/{n}",
                                  status="ready", metrics={}))
         s.commit()
         import service.store as store
@@ -119,15 +119,34 @@ def test_version_names_round_trip_through_resolution(naming_db, name: str, activ
         try:
             for n in numbers:
                 resolved = resolve_model(state, s, f"{name}@v{n}")
-                assert resolved.adapter_id == adapter_name(repo, n) == f"{name}@v{n}"
+                assert resolved.model_name == adapter_name(repo, n) == f"{name}@v{n}"
+                # the engine-side name carries the artifact's digest
+                assert resolved.adapter_id == engine_name(repo, n, sha_of(n)) == f"{name}@v{n}+{sha_of(n)[:16]}"
                 assert resolved.path == f"/nonexistent/{n}"
-            assert resolve_model(state, s, name).adapter_id == f"{name}@v{active}"
-            assert resolve_model(state, s, str(repo.id)).adapter_id == f"{name}@v{active}"
+            assert resolve_model(state, s, name).adapter_id == engine_name(repo, active, sha_of(active))
+            assert resolve_model(state, s, str(repo.id)).model_name == f"{name}@v{active}"
             with pytest.raises(ModelNotFound):
                 resolve_model(state, s, f"{name}@v{max(numbers) + 1}")
         finally:
             store.adapter_path = original
         assert len({adapter_name(repo, n) for n in numbers}) == len(numbers)  # immutable, distinct names
+
+
+def sha_of(n: int) -> str:
+    return hashlib.sha256(str(n).encode()).hexdigest()
+
+
+@given(NAMES, VERSIONS, st.binary(min_size=1, max_size=8), st.binary(min_size=1, max_size=8))
+def test_engine_names_differ_when_the_bytes_differ(name: str, n: int, a: bytes, b: bytes) -> None:
+    """A public name that comes back with other bytes (a repository deleted and registered again) gets another
+    engine-side name, so an engine can never serve the old adapter for it."""
+    from types import SimpleNamespace
+
+    from service.store import engine_name
+
+    repo = SimpleNamespace(name=name)
+    sha_a, sha_b = hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()
+    assert (engine_name(repo, n, sha_a) == engine_name(repo, n, sha_b)) == (a == b)
 
 
 @given(NAMES, NAMES, VERSIONS, VERSIONS)

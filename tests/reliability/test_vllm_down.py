@@ -115,7 +115,8 @@ def test_fake_vllm_killed_503_then_adapters_reloaded(make_settings, service_chec
         assert wait_job(client, created.json()["job"]["id"])["status"] == "succeeded"
 
         def loads() -> int:
-            return sum(1 for line in events.read_text().splitlines() if json.loads(line).get("load") == "alpha@v1")
+            return sum(1 for line in events.read_text().splitlines()
+                       if json.loads(line).get("load", "").startswith("alpha@v1+"))
 
         _kill_and_recover(client, server, "alpha", loads)
     finally:
