@@ -5,10 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import logging
+import threading
 
 from fastapi import HTTPException, Request, status
 
 from service.api.deps import StateDep
+from service.api.limits import FailureThrottle
+
+log = logging.getLogger(__name__)
 
 
 def hash_key(key: str) -> str:
@@ -56,10 +61,38 @@ def require_api_key(request: Request, state: StateDep) -> None:
     header = request.headers.get("authorization", "")
     token = header[7:].strip() if header.lower().startswith("bearer ") else ""
     if token:
+        # Key guessing is throttled per client address (issue 21 Low 11): past api_key_max_failures wrong keys in
+        # api_key_failure_window_s, every key from that address is refused with 429 until the window frees up,
+        # the right one too, so a guess's answer says nothing.
+        throttle, client = _key_throttle(request, state), _client_address(request)
+        wait = throttle.retry_after(client)
+        if wait > 0:
+            raise HTTPException(status.HTTP_429_TOO_MANY_REQUESTS, "too many wrong API keys from this address, "
+                                "retry later", headers={"Retry-After": str(max(1, int(wait + 0.999)))})
         hashed = hash_key(token)
         for key in keys:
             expected = key if key.startswith("sha256:") else hash_key(key)
             if hmac.compare_digest(hashed, expected):
                 return
+        throttle.failed(client)
+        log.warning("wrong API key from %s", client)
     raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or missing API key",
                         headers={"WWW-Authenticate": "Bearer"})
+
+
+def _client_address(request: Request) -> str:
+    """The peer address (a proxy's forwarding header only counts with trust_proxy_headers, set by uvicorn)."""
+    return "ip:" + (request.client.host if request.client else "unknown")
+
+
+_throttle_lock = threading.Lock()
+
+
+def _key_throttle(request: Request, state: StateDep) -> FailureThrottle:
+    app_state = request.app.state
+    with _throttle_lock:
+        throttle = getattr(app_state, "api_key_throttle", None)
+        if throttle is None:
+            throttle = app_state.api_key_throttle = FailureThrottle(state.settings.api_key_max_failures,
+                                                                    state.settings.api_key_failure_window_s)
+    return throttle

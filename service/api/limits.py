@@ -69,6 +69,47 @@ class TokenBuckets:
             return (1.0 - tokens) / self.rate
 
 
+class FailureThrottle:
+    """At most `limit` failures per key (a client address, a user name) within `window_s`; beyond, callers answer
+    429 with the seconds until the oldest failure leaves the window. Memory stays bounded under a spray of keys."""
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit, self.window_s = limit, window_s
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, []) if t > now - self.window_s]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def retry_after(self, *keys: str) -> float:
+        """0 when an attempt may be made now, else seconds to wait."""
+        now = time.monotonic()
+        with self._lock:
+            waits = [times[0] + self.window_s - now for key in keys
+                     if len(times := self._recent(key, now)) >= self.limit]
+        return max(waits, default=0.0)
+
+    def failed(self, *keys: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses and names
+                for key in list(self._failures):
+                    self._recent(key, now)
+            for key in keys:
+                times = self._failures.setdefault(key, [])
+                times.append(now)
+                del times[:-self.limit]  # only the newest `limit` matter
+
+    def succeeded(self, key: str) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
+
+
 def client_key(request: Request) -> str:
     """Rate-limit identity: a *configured* API key's hash, else the client address (a made-up bearer token
     must not buy a fresh bucket; the address is the peer's, see `trust_proxy_headers`)."""

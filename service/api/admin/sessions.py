@@ -15,6 +15,8 @@ import threading
 import time
 from typing import Any
 
+from service.api.limits import FailureThrottle
+
 SESSION_MAX_AGE_S = 8 * 3600  # a working day; the signed cookie carries its own expiry
 
 log = logging.getLogger(__name__)
@@ -80,40 +82,6 @@ class SessionStore:
                 log.error("could not revoke a dashboard session in Redis: %s", type(exc).__name__)
 
 
-class LoginThrottle:
+class LoginThrottle(FailureThrottle):
     """At most `limit` failed logins per client address and per user name within `window_s`; beyond, 429 with
     the seconds until the oldest failure leaves the window. A success clears that user's failures."""
-
-    def __init__(self, limit: int, window_s: float) -> None:
-        self.limit, self.window_s = limit, window_s
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, []) if t > now - self.window_s]
-        if times:
-            self._failures[key] = times
-        else:
-            self._failures.pop(key, None)
-        return times
-
-    def retry_after(self, *keys: str) -> float:
-        """0 when a login may be tried now, else seconds to wait."""
-        now = time.monotonic()
-        with self._lock:
-            waits = [times[0] + self.window_s - now for key in keys
-                     if len(times := self._recent(key, now)) >= self.limit]
-        return max(waits, default=0.0)
-
-    def failed(self, *keys: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._failures) > 10_000:  # bounded memory under a spray of addresses and names
-                for key in list(self._failures):
-                    self._recent(key, now)
-            for key in keys:
-                self._failures.setdefault(key, []).append(now)
-
-    def succeeded(self, key: str) -> None:
-        with self._lock:
-            self._failures.pop(key, None)
