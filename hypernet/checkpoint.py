@@ -125,6 +125,39 @@ def load_checkpoint(
     return model.to(device).eval()
 
 
+def read_config(path: Path) -> HypernetConfig:
+    """The config a checkpoint was saved with, from its metadata alone (no weights read); CheckpointError if it is
+    missing, unreadable or not a code2lora checkpoint."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"hypernet checkpoint not found: {path}") from exc
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"hypernet checkpoint {path} is unreadable: {exc}") from exc
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a code2lora hypernet checkpoint (format={meta.get('format')!r})")
+    try:
+        return HypernetConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: checkpoint config is missing or invalid: {exc}") from exc
+
+
+def check_fit(path: Path, model_dir: Path) -> None:
+    """Raise CheckpointError (CheckpointMismatchError when the shapes differ) unless the checkpoint at `path` can
+    write adapters for the base model in `model_dir`. Reads the checkpoint's metadata and the base model's config."""
+    from hypernet.basemodel import BaseModelError, find_targets, load_config, meta_model
+
+    config = read_config(Path(path))
+    try:
+        base_config = load_config(model_dir)
+    except (BaseModelError, OSError, ValueError) as exc:
+        raise CheckpointError(f"base model {model_dir} has no readable config: {exc}") from exc
+    check_targets(config, find_targets(meta_model(base_config)), where=str(path))
+
+
 def check_targets(config: HypernetConfig, targets: list[TargetModule], where: str = "hypernet") -> None:
     """Raise `CheckpointMismatchError` unless `targets` equal the modules the hypernet was built for."""
     have = [[t.path, t.module_type, t.layer, t.in_features, t.out_features] for t in targets]

@@ -19,7 +19,7 @@ from service.engines.loader import hot_loader, unloader
 from service.jobs.base import JobQueue
 from service.jobs.queue import InProcessQueue, RQQueue
 from service.jobs.runner import run_job
-from service.models import base_model_dir
+from service.models import base_model_dir, plan_adapters
 from service.settings import Settings, get_settings
 from service.state import ServiceState
 
@@ -27,7 +27,11 @@ log = logging.getLogger(__name__)
 
 
 def build_state(settings: Settings, *, start_queue: bool = True, migrate: bool = True) -> ServiceState:
-    """Create folders, migrate the DB to head, and wire cache, queue and the engine's hot-loader."""
+    """Check that the hypernetwork checkpoint fits the base model (ModelMismatch otherwise, unless adapters may be
+    switched off), create folders, migrate the DB to head, and wire cache, queue and the engine's hot-loader."""
+    plan = plan_adapters(settings)
+    if plan.off:
+        log.warning("adapters are switched off: %s", plan.off)
     settings.ensure_dirs()
     if migrate:
         upgrade_database(str(settings.database_url))
@@ -38,6 +42,7 @@ def build_state(settings: Settings, *, start_queue: bool = True, migrate: bool =
         sessions=make_sessionmaker(db_engine),
         cache=make_cache(settings.redis_url, settings.cache_max_entries, settings.cache_ttl_s),
     )
+    state.adapters_off = plan.off
     state.activation_listeners.append(hot_loader(state))
     state.retire_listeners.append(unloader(state))
     state.queue = make_queue(state, start=start_queue)

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_cache: Path = Field(Path.home() / ".cache" / "code2lora" / "models", description="Prepared base models.")
     base_model_path: Path | None = Field(None, description="HF causal-LM folder; default: the prepared bundled model.")
     hypernet_checkpoint: Path | None = Field(None, description="Hypernetwork checkpoint; default: the shipped one.")
+    allow_adapters_off: bool = Field(False, description="When the hypernetwork checkpoint does not fit the base "
+                                     "model, serve anyway with adapters switched off (every adapter a no-op; "
+                                     "/healthz, /v1/models and the dashboard say so) instead of refusing to start.")
 
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"

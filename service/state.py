@@ -55,6 +55,9 @@ class ServiceState:
     # The last contexts this process saved, per repository: (commit, context) (service.jobs.workspace).
     recent_contexts: OrderedDict[int, tuple[str, Any]] = field(default_factory=OrderedDict)
     scoring: Any = None  # service.evaluation.ScoringModel, made on first use
+    # Why adapters are switched off (the checkpoint does not fit the base model and CODE2LORA_ALLOW_ADAPTERS_OFF is
+    # set; service.models.plan_adapters); None when they are on.
+    adapters_off: str | None = None
     _generator: AdapterGenerator | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 

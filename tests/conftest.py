@@ -17,6 +17,10 @@ from testkit.repos import SAMPLE_FILES, make_git_repo
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Service tests run on tiny random base models that no shipped hypernetwork fits: the service would refuse to start
+# (service.models.plan_adapters). They run with adapters switched off unless they pass a checkpoint that fits;
+# tests/service/test_adapter_fit.py sets it back to false to check the refusal.
+os.environ.setdefault("CODE2LORA_ALLOW_ADAPTERS_OFF", "true")
 
 LOOPBACK_CLIENT = ("127.0.0.1", 50000)  # TestClient's peer address (its default, "testclient", is not loopback)
 PG_URL = os.environ.get("DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

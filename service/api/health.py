@@ -41,10 +41,15 @@ async def healthz(response: Response, state: StateDep) -> HealthOut:
     except Exception as exc:  # noqa: BLE001
         queue = {"kind": state.settings.queue, "ok": False, "error": str(exc)}
     overall = "ok" if db["ok"] and cache.get("ok") and engine.get("ok", True) and queue["ok"] else "degraded"
+    # adapters switched off (CODE2LORA_ALLOW_ADAPTERS_OFF, the checkpoint does not fit the base model): degraded
+    adapters: dict[str, Any] = {"on": state.adapters_off is None}
+    if state.adapters_off is not None:
+        adapters["reason"] = state.adapters_off
+        overall = "degraded"
     if not db["ok"]:
         overall = "down"
         response.status_code = 503
-    return HealthOut(status=overall, database=db, redis=cache, engine=engine, queue=queue)
+    return HealthOut(status=overall, database=db, redis=cache, engine=engine, queue=queue, adapters=adapters)
 
 
 @router.get("/metrics", include_in_schema=False)

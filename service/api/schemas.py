@@ -91,6 +91,7 @@ class HealthOut(BaseModel):
     redis: dict[str, Any]
     engine: dict[str, Any]
     queue: dict[str, Any]
+    adapters: dict[str, Any] | None = None  # {"on": false, "reason": ...} when adapters are switched off
 
 
 class RollbackIn(BaseModel):

@@ -201,8 +201,22 @@ async def chat_completions(request: ChatCompletionRequest, http: Request, state:
 
 
 @router.get("/models", response_model=ModelList)
-def list_models(state: StateDep) -> ModelList:
-    """The base model, every repository with a servable adapter, and each of its ready versions."""
+def list_models(state: StateDep) -> Any:
+    """The base model, every repository with a servable adapter, and each of its ready versions. When adapters are
+    switched off (the checkpoint does not fit the base model), every repository card says so (`adapters: "off"`) and
+    the list carries the reason (`adapters_off`)."""
+    models = _model_list(state)
+    if not state.adapters_off:
+        return models
+    body = models.model_dump(mode="json")
+    body["adapters_off"] = state.adapters_off
+    for card in body["data"]:
+        if card["id"] != BASE_MODEL_ID:
+            card["adapters"] = "off"
+    return JSONResponse(body)
+
+
+def _model_list(state: ServiceState) -> ModelList:
     cards = [ModelCard(id=BASE_MODEL_ID)]
     with state.sessions() as session:
         for repo in session.scalars(select(Repository).order_by(Repository.id)):
@@ -221,7 +235,7 @@ def list_models(state: StateDep) -> ModelList:
 @router.get("/models/{model_id:path}", response_model=ModelCard)
 def get_model(model_id: str, state: StateDep) -> Any:
     """One model card, or 404 in OpenAI's shape."""
-    for card in list_models(state).data:
+    for card in _model_list(state).data:
         if card.id == model_id:
             return card
     return openai_error(404, f"The model '{model_id}' does not exist", "invalid_request_error", code="model_not_found")

@@ -39,5 +39,7 @@ def render(request: Request, name: str, principal: Principal | None, *, status_c
            **context: Any) -> Response:
     """Render `admin/<name>` with the principal, CSRF token and pending flash messages."""
     messages = request.session.pop("flash", []) if "flash" in request.session else []
-    base = dict(principal=principal, csrf_field=FIELD, csrf=csrf_token(request), messages=messages)
+    state = getattr(request.app.state, "c2l", None)
+    base = dict(principal=principal, csrf_field=FIELD, csrf=csrf_token(request), messages=messages,
+                adapters_off=getattr(state, "adapters_off", None))
     return templates.TemplateResponse(request, f"admin/{name}", {**base, **context}, status_code=status_code)
