@@ -135,6 +135,9 @@ class Settings(BaseSettings):
     api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
                                       "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
     api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
+    api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
+                                      "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
+    api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
