@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,6 +33,9 @@ class Settings(BaseSettings):
 
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"
+    vllm_api_key: SecretStr | None = Field(None, description="Sent as a bearer token on every call to vLLM (one of "
+                                           "the keys vLLM was started with, --api-key). vLLM's key guards its /v1 "
+                                           "routes only (docs/DEPLOY.md): keep vLLM on loopback or a private network.")
     engine_slots: int = Field(8, ge=1, description="Adapters held by the engine at once (LRU).")
     repo_vocabulary: bool = Field(True, description="Repository-vocabulary decoding on /v1/completions for a "
                                   "repository's model (local engine): the identifiers a completion writes stay on "
@@ -132,9 +135,6 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1, description="Failed dashboard logins per client address and per user "
                                     "name within login_failure_window_s before 429 + Retry-After.")
     login_failure_window_s: float = Field(300.0, gt=0, description="Window of the login throttle.")
-    api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
-                                      "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
-    api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
     api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
                                       "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
     api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
