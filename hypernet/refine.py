@@ -6,6 +6,14 @@ up-weighted, plus a KL term that keeps the predictions on all *other* tokens clo
 all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
 the best tensors seen on it are returned, so a run that only hurts returns the starting adapter.
 
+`method="rl"` trains the same tensors by reinforcement learning instead (`hypernet.refine_rl`): short rollouts
+sampled from prompts cut out of the context files right before repository identifiers, rewarded +1 / -1 per used
+identifier that exists / does not exist for the repository (symbol table, imports, builtins, prompt) plus chrF
+against the true continuation, REINFORCE with group-relative advantages, the same KL to the starting adapter and
+the same budget; its early stopping watches the mean reward of greedy completions on validation prompts (a
+candidate whose validation all-token loss is worse than the start's by more than `rl_loss_tolerance` is not
+taken).
+
 Library code: no web, no database. The caller passes the model (frozen, shared: LoRA is applied with forward
 hooks inside `applied_lora`, the base weights are never written), the starting tensors and the texts.
 """
@@ -22,7 +30,9 @@ import torch
 import torch.nn.functional as F
 
 from hypernet.lora_apply import applied_lora
-from hypernet.metrics import identifier_spans, mark_tokens, stable_hash
+from hypernet.metrics import identifier_metrics, identifier_spans, mark_tokens, stable_hash
+from hypernet.metrics.generate import complete
+from hypernet.refine_rl import RLPrompt, collect, rl_loss, rl_prompts, rollout_rewards
 
 if TYPE_CHECKING:
     from hypernet.adapter import LoraTensors
@@ -48,7 +58,21 @@ class RefineConfig:
     patience: int = 2  # checks without improvement before stopping
     grad_clip: float = 1.0
     seed: int = 0
-    method: str = "supervised"
+    method: str = "supervised"  # or "rl"
+    # method "rl" only
+    rl_prompts: int = 2  # prompts per step
+    rl_group: int = 4  # rollouts per prompt (group-relative advantages)
+    rl_new_tokens: int = 20  # rollout length
+    rl_prompt_tokens: int = 64  # prompt = at most this many tokens of the file before the cut
+    rl_temperature: float = 1.0
+    rl_ident_reward: float = 1.0  # weight of the identifier reward (mean of +1 known / -1 invented)
+    rl_sim_reward: float = 1.0  # weight of the similarity reward (chrF against the true continuation)
+    rl_max_prompts: int = 256  # cut points drawn from the training files
+    rl_val_prompts: int = 8  # cut points of the validation files, completed greedily at every check
+    rl_loss_tolerance: float = 0.02  # nats of validation all-token loss a chosen checkpoint may lose
+
+
+METHODS = ("supervised", "rl")
 
 
 @dataclass
@@ -163,15 +187,21 @@ def _validate(model: Any, tensors: LoraTensors, scaling: float, val: _Stream, id
 
 def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, context_files: Mapping[str, str],
                    repo_idents: set[str], cfg: RefineConfig | None = None,
-                   progress: Progress | None = None) -> RefineResult:
+                   progress: Progress | None = None, known: set[str] | frozenset[str] | None = None) -> RefineResult:
     """Train `start`'s A and B on `context_files`; return the best tensors on the validation files.
 
     `model` stays frozen (only A and B get gradients); `progress(fraction, message)` is called after every step,
     and whatever it raises ends the run (that is how a job is cancelled). Deterministic for equal inputs.
+    `known`: the names that exist for the repository (`hypernet.metrics.known_identifiers` of the context);
+    method "rl" needs it.
     """
     cfg = cfg or RefineConfig()
-    if cfg.method != "supervised":
-        raise ValueError(f"unknown refinement method {cfg.method!r} (supported: supervised)")
+    if cfg.method not in METHODS:
+        raise ValueError(f"unknown refinement method {cfg.method!r} (supported: {', '.join(METHODS)})")
+    if cfg.method == "rl":
+        if known is None:
+            raise ValueError("method 'rl' needs the repository's known identifiers")
+        return _refine_rl(model, tokenizer, start, scaling, context_files, repo_idents, known, cfg, progress)
     t0 = time.perf_counter()
     report = progress or (lambda _f, _m: None)
     train_files, val_files = split_files(context_files, cfg.val_fraction, cfg.seed)
@@ -257,6 +287,132 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
         "train_files": len(train_files), "val_files": len(val_files),
         "ident_token_share": round(float(train.ident.float().mean()), 4),
         "train_loss_first": round(train_first, 5), "train_loss_last": round(train_last, 5),
+        "history": history,
+    }
+    if first is not None:
+        metrics["val_start"] = {k: round(x, 5) for k, x in first.items()}
+    if best_val is not None:
+        metrics["val_best"] = {k: round(x, 5) for k, x in best_val.items()}
+    out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in best.items()}
+    return RefineResult(out, metrics, steps, seconds, stopped != "steps", config=asdict(cfg))
+
+
+def _rl_validate(model: Any, tokenizer: Any, tensors: LoraTensors, scaling: float, prompts: list[RLPrompt],
+                 known: set[str] | frozenset[str], cfg: RefineConfig) -> dict[str, float]:
+    """Greedy completions of the validation prompts: mean reward (the selection objective, negated), identifier
+    reward, similarity reward, and the evaluation's identifier exact match and invented rate at these cuts."""
+    texts = complete(model, tokenizer, [p.cut.prefix_ids for p in prompts], max_new_tokens=cfg.rl_new_tokens,
+                     adapter=tensors, scaling=scaling, batch_size=16)
+    total, idr, sim, _bad, _good = rollout_rewards([p.cut.prefix_text for p in prompts], texts,
+                                                   [p.reference for p in prompts], known, [True] * len(texts),
+                                                   cfg.rl_ident_reward, cfg.rl_sim_reward)
+    im = identifier_metrics([p.cut for p in prompts], texts, known)
+    n = max(len(total), 1)
+    return {"reward": sum(total) / n, "ident_reward": sum(idr) / n, "sim_reward": sum(sim) / n,
+            "ident_em": float(im["ident_em"] or 0.0), "invented_rate": float(im["invented_rate"] or 0.0)}
+
+
+def _refine_rl(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, context_files: Mapping[str, str],
+               repo_idents: set[str], known: set[str] | frozenset[str], cfg: RefineConfig,
+               progress: Progress | None) -> RefineResult:
+    """Method "rl" of `refine_adapter` (see the module docstring)."""
+    t0 = time.perf_counter()
+    report = progress or (lambda _f, _m: None)
+    train_files, val_files = split_files(context_files, cfg.val_fraction, cfg.seed)
+    train = rl_prompts(tokenizer, train_files, repo_idents, n=cfg.rl_max_prompts, prompt_tokens=cfg.rl_prompt_tokens,
+                       new_tokens=cfg.rl_new_tokens, seed=cfg.seed)
+    if not train:
+        raise ValueError("no identifier cut points in the context files to train on")
+    val_prompts = rl_prompts(tokenizer, val_files, repo_idents, n=cfg.rl_val_prompts,
+                             prompt_tokens=cfg.rl_prompt_tokens, new_tokens=cfg.rl_new_tokens, seed=cfg.seed)
+    if not val_prompts and len(train) >= 2:  # no cut in the validation files: hold out the last training cuts
+        k = max(1, min(cfg.rl_val_prompts, len(train) // 4))
+        train, val_prompts = train[:-k], train[-k:]
+    val = _windows(*tokenize_files(tokenizer, val_files, repo_idents), cfg.seq_len, cfg.val_windows)
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    start_f = {p: (a.detach().to(device, torch.float32), b.detach().to(device, torch.float32)) for p, (a, b) in start.items()}
+    params = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for p, (a, b) in start_f.items()}
+    leaves = [t for ab in params.values() for t in ab]
+    opt = torch.optim.Adam(leaves, lr=cfg.lr)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    order = torch.randperm(len(train), generator=gen).tolist()
+    cursor = 0
+
+    def snapshot() -> LoraTensors:
+        return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in params.items()}
+
+    def check(tensors: LoraTensors) -> dict[str, float]:
+        out = _rl_validate(model, tokenizer, tensors, scaling, val_prompts, known, cfg) if val_prompts else {}
+        if val.ids.shape[0]:
+            out.update(_validate(model, tensors, scaling, val, cfg.ident_weight, cfg.batch))
+        return out
+
+    has_val = bool(val_prompts)
+    first = check(start_f) if has_val else None
+    best_reward = first["reward"] if first else -math.inf
+    loss_cap = first.get("loss", math.inf) + cfg.rl_loss_tolerance if first else math.inf
+    best, best_step, best_val = snapshot(), 0, first
+    bad_checks, steps, stopped, history = 0, 0, "steps", []
+    reward_first = reward_last = math.nan
+    invented = produced = 0
+    report(0.0, f"RL refinement on {len(train)} prompts ({cfg.rl_group} rollouts of {cfg.rl_new_tokens} tokens "
+                f"each, {cfg.rl_prompts} prompts a step), validating on {len(val_prompts)} prompts")
+    step_s = 0.0
+    for step in range(1, cfg.steps + 1):
+        t_step = time.perf_counter()
+        chosen = []
+        for _ in range(min(cfg.rl_prompts, len(train))):
+            if cursor == len(order):
+                order, cursor = torch.randperm(len(train), generator=gen).tolist(), 0
+            chosen.append(train[order[cursor]])
+            cursor += 1
+        ro = collect(model, tokenizer, params, scaling, chosen, known, group=cfg.rl_group,
+                     new_tokens=cfg.rl_new_tokens, temperature=cfg.rl_temperature, ident_weight=cfg.rl_ident_reward,
+                     sim_weight=cfg.rl_sim_reward, generator=gen)
+        loss, stats = rl_loss(model, params, start_f, scaling, ro, group=cfg.rl_group, kl_weight=cfg.kl_weight,
+                              pad_id=int(pad_id))
+        opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=leaves)  # gradients reach A and B only, never the (shared) base weights
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
+        opt.step()
+        del loss
+        steps = step
+        invented += ro.invented
+        produced += ro.invented + ro.known
+        reward_last = float(ro.rewards.mean())
+        if step == 1:
+            reward_first = reward_last
+        step_s = max(step_s, time.perf_counter() - t_step)
+        elapsed = time.perf_counter() - t0
+        report(step / cfg.steps, f"step {step}/{cfg.steps}: reward {reward_last:.3f}, "
+                                 f"{ro.invented}/{ro.invented + ro.known} identifiers invented")
+        out_of_time = elapsed + step_s > cfg.max_seconds
+        last = step == cfg.steps or out_of_time
+        if has_val and (step % cfg.eval_every == 0 or last):
+            v = check(params)
+            history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}, **{k: round(x, 5) for k, x in stats.items()}})
+            if v["reward"] > best_reward + 1e-6 and v.get("loss", -math.inf) <= loss_cap:
+                best_reward, best, best_step, best_val, bad_checks = v["reward"], snapshot(), step, v, 0
+            else:
+                bad_checks += 1
+                if bad_checks >= cfg.patience:
+                    stopped = "early"
+                    break
+        if out_of_time and step < cfg.steps:
+            stopped = "time"
+            break
+    if not has_val:
+        best, best_step = snapshot(), steps
+    seconds = time.perf_counter() - t0
+    metrics: dict[str, Any] = {
+        "method": cfg.method, "stopped": stopped, "best_step": best_step,
+        "train_prompts": len(train), "val_prompts": len(val_prompts), "val_windows": int(val.ids.shape[0]),
+        "train_files": len(train_files), "val_files": len(val_files),
+        "reward_first": round(reward_first, 5), "reward_last": round(reward_last, 5),
+        "rollout_invented_share": round(invented / produced, 4) if produced else None,
         "history": history,
     }
     if first is not None:

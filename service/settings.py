@@ -27,9 +27,6 @@ class Settings(BaseSettings):
     model_cache: Path = Field(Path.home() / ".cache" / "code2lora" / "models", description="Prepared base models.")
     base_model_path: Path | None = Field(None, description="HF causal-LM folder; default: the prepared bundled model.")
     hypernet_checkpoint: Path | None = Field(None, description="Hypernetwork checkpoint; default: the shipped one.")
-    allow_adapters_off: bool = Field(False, description="When the hypernetwork checkpoint does not fit the base "
-                                     "model, serve anyway with adapters switched off (every adapter a no-op; "
-                                     "/healthz, /v1/models and the dashboard say so) instead of refusing to start.")
 
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"
@@ -103,6 +100,10 @@ class Settings(BaseSettings):
     refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")
     refine_seq_len: int = Field(128, ge=16, description="Tokens per training window.")
     refine_batch: int = Field(2, ge=1, description="Windows per step.")
+    refine_method: Literal["supervised", "rl"] = Field(
+        "supervised", description="How a refine job trains: `supervised` (identifier-weighted next-token loss) or "
+        "`rl` (sampled rollouts from cut points of the context files, rewarded per identifier that exists in the "
+        "repository's symbol table, imports or builtins, plus chrF against the true continuation; docs/EVAL.md).")
 
     cache_ttl_s: int = Field(24 * 3600, gt=0, description="TTL of adapter bytes in Redis.")
     cache_max_entries: int = Field(256, ge=1, description="LRU bound on cached adapters.")
@@ -135,9 +136,6 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1, description="Failed dashboard logins per client address and per user "
                                     "name within login_failure_window_s before 429 + Retry-After.")
     login_failure_window_s: float = Field(300.0, gt=0, description="Window of the login throttle.")
-    api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
-                                      "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
-    api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:

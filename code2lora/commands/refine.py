@@ -29,6 +29,7 @@ def refine_command(
     lr: float = typer.Option(None, help="Learning rate (default: CODE2LORA_REFINE_LR)."),
     adapter_out: Path = typer.Option(None, "--adapter-out", help="Write the generated and refined adapters here."),
     threads: int = typer.Option(None, help="torch threads (default: torch's)."),
+    method: str = typer.Option(None, help="supervised or rl (default: CODE2LORA_REFINE_METHOD)."),
 ) -> None:
     """Generate, score, refine and score again one repository's adapter; print the numbers as JSON."""
     import torch
@@ -37,7 +38,7 @@ def refine_command(
     from hypernet.basemodel import load_base_model, load_tokenizer
     from hypernet.context import extract_repo
     from hypernet.generator import AdapterGenerator
-    from hypernet.metrics import repo_identifiers, score_arms
+    from hypernet.metrics import known_identifiers, repo_identifiers, score_arms
     from hypernet.refine import refine_adapter
     from service import evaluation
     from service.jobs.refine import refine_config
@@ -90,8 +91,11 @@ def refine_command(
     lap("score_generated", t0)
 
     t0 = time.perf_counter()
-    cfg = refine_config(settings, {"steps": steps, "max_seconds": max_seconds, "lr": lr})
-    result = refine_adapter(model, tokenizer, generated, scaling, context_texts, repo_identifiers(seen), cfg)
+    if method is not None and method not in ("supervised", "rl"):
+        raise typer.BadParameter(f"{method!r}: choose supervised or rl", param_hint="--method")
+    cfg = refine_config(settings, {"steps": steps, "max_seconds": max_seconds, "lr": lr, "method": method})
+    result = refine_adapter(model, tokenizer, generated, scaling, context_texts, repo_identifiers(seen), cfg,
+                            known=known_identifiers(seen))
     lap("refine", t0)
 
     t0 = time.perf_counter()

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 def refine_config(settings: Settings, params: dict[str, Any] | None = None) -> RefineConfig:
-    """The refinement budget and loss from the settings, with a job's overrides (steps, max_seconds, lr)."""
+    """The refinement budget and loss from the settings, with a job's overrides (steps, max_seconds, lr, method)."""
     from hypernet.refine import RefineConfig
 
     params = params or {}
@@ -41,7 +41,7 @@ def refine_config(settings: Settings, params: dict[str, Any] | None = None) -> R
         lr=float(params.get("lr") or settings.refine_lr),
         kl_weight=settings.refine_kl_weight, ident_weight=settings.refine_ident_weight,
         seq_len=settings.refine_seq_len, batch=settings.refine_batch,
-        method=str(params.get("method") or "supervised"),
+        method=str(params.get("method") or settings.refine_method),
     )
 
 
@@ -77,7 +77,7 @@ def _refine_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter
     # torch and tree-sitter: loaded on the first refine job
     from hypernet.adapter import read_adapter, scaling, write_adapter
     from hypernet.context import extract_repo
-    from hypernet.metrics import repo_identifiers
+    from hypernet.metrics import known_identifiers, repo_identifiers
     from hypernet.refine import refine_adapter
 
     settings = state.settings
@@ -113,7 +113,8 @@ def _refine_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter
     with scoring.lock:
         model, tokenizer = scoring.get(state)
         result = refine_adapter(model, tokenizer, tensors, scaling(config), texts, repo_identifiers(seen), cfg,
-                                progress=lambda f, m: report(0.08 + 0.57 * f, f"refining v{start_number}: {m}"))
+                                progress=lambda f, m: report(0.08 + 0.57 * f, f"refining v{start_number}: {m}"),
+                                known=known_identifiers(seen))
     if result.metrics.get("best_step") == 0:
         return (f"refinement of v{start_number} did not improve the validation loss in {result.steps} steps; "
                 "no new version")

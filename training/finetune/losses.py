@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from hypernet.rewards import group_advantages as group_advantages  # moved down (the RL refinement uses it)
+
 # 0.6745 = Phi^-1(0.75): scales the median absolute deviation to a standard deviation for normal data.
 MAD_TO_STD = 0.6745
 
@@ -171,16 +173,6 @@ def tropd_loss(logp: torch.Tensor, logp_old: torch.Tensor, logp_teacher: torch.T
     stats = {"outlier_frac": float(res.outlier.sum()) / max(int(m.sum()), 1),
              "clip_frac": float(clipped.sum()) / max(int(m.sum()), 1), "kl_prev": float(kl_prev.detach())}
     return loss, stats
-
-
-def group_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
-    """GRPO advantages: r_i minus its group's mean, divided by (group std + eps) when `scale` (unbiased std, as
-    TRL); rewards are [N] with the G samples of a prompt adjacent."""
-    r = rewards.float().view(-1, group_size)
-    adv = r - r.mean(1, keepdim=True)
-    if scale:
-        adv = adv / (r.std(1, keepdim=True) + eps)
-    return adv.view(-1)
 
 
 def grpo_loss(logp: torch.Tensor, logp_old: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, *,

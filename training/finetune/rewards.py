@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
 
+from hypernet.rewards import chrf
 from training.eval.metrics import levenshtein
 
-
-@lru_cache(maxsize=1)
-def _chrf():
-    from sacrebleu.metrics import CHRF
-
-    return CHRF()  # sacrebleu defaults: character n-grams up to 6, no word n-grams, beta = 2
-
-
-def chrf(hypothesis: str, reference: str) -> float:
-    """Sentence chrF in [0, 1] (sacrebleu's score / 100)."""
-    return _chrf().sentence_score(hypothesis, [reference]).score / 100.0
+__all__ = ["REWARDS", "chrf", "edit_similarity", "exact_match", "first_line", "get_reward", "levenshtein"]
 
 
 def exact_match(hypothesis: str, reference: str) -> float:

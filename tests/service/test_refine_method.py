@@ -1,0 +1,19 @@
+"""CODE2LORA_REFINE_METHOD (issue 18): the refine job's method comes from the settings unless the job names one."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.jobs.refine import refine_config
+from service.settings import Settings
+
+
+def test_the_method_setting_reaches_the_refine_config(tmp_path) -> None:
+    assert refine_config(Settings(data_dir=tmp_path)).method == "supervised"
+    rl = Settings(data_dir=tmp_path, refine_method="rl")
+    assert refine_config(rl).method == "rl"
+    assert refine_config(rl, {"method": "supervised"}).method == "supervised"
+    assert refine_config(rl, {"steps": 3}).method == "rl"
+    with pytest.raises(ValidationError):
+        Settings(data_dir=tmp_path, refine_method="dpo")
