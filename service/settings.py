@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     model_cache: Path = Field(Path.home() / ".cache" / "code2lora" / "models", description="Prepared base models.")
     base_model_path: Path | None = Field(None, description="HF causal-LM folder; default: the prepared bundled model.")
     hypernet_checkpoint: Path | None = Field(None, description="Hypernetwork checkpoint; default: the shipped one.")
+    allow_adapters_off: bool = Field(False, description="When the hypernetwork checkpoint does not fit the base "
+                                     "model, serve anyway with adapters switched off (every adapter a no-op; "
+                                     "/healthz, /v1/models and the dashboard say so) instead of refusing to start.")
 
     engine: Literal["local", "vllm", "none"] = "local"
     vllm_url: str = "http://127.0.0.1:8001"
@@ -136,6 +139,9 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1, description="Failed dashboard logins per client address and per user "
                                     "name within login_failure_window_s before 429 + Retry-After.")
     login_failure_window_s: float = Field(300.0, gt=0, description="Window of the login throttle.")
+    api_key_max_failures: int = Field(20, ge=1, description="Wrong API keys per client address within "
+                                      "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
+    api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
 
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
