@@ -80,6 +80,15 @@ def require_api_key(request: Request, state: StateDep) -> None:
                         headers={"WWW-Authenticate": "Bearer"})
 
 
+def has_api_access(request: Request, state: StateDep) -> bool:
+    """Whether `require_api_key` would let this request in (a wrong key counts toward the throttle here too)."""
+    try:
+        require_api_key(request, state)
+    except HTTPException:
+        return False
+    return True
+
+
 def _client_address(request: Request) -> str:
     """The peer address (a proxy's forwarding header only counts with trust_proxy_headers, set by uvicorn)."""
     return "ip:" + (request.client.host if request.client else "unknown")

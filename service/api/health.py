@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Depends, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
+from service.api.auth import has_api_access, require_api_key
 from service.api.deps import StateDep
 from service.api.schemas import HealthOut
 from service.metrics import ENGINE_LOADED, QUEUE_DEPTH
@@ -15,9 +16,11 @@ from service.metrics import ENGINE_LOADED, QUEUE_DEPTH
 router = APIRouter(tags=["operations"])
 
 
-@router.get("/healthz", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def healthz(response: Response, state: StateDep) -> HealthOut:
-    """Liveness and dependencies; 503 when the database is unreachable."""
+@router.get("/healthz", response_model=HealthOut, response_model_exclude_none=True,
+            responses={503: {"model": HealthOut}})
+async def healthz(request: Request, response: Response, state: StateDep) -> HealthOut:
+    """Liveness and dependencies; 503 when the database is unreachable. Open to every client (probes), but only
+    clients that may use the API see the parts (adapter names, hosts, errors); others get the status alone."""
     try:
         with state.db_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
@@ -49,12 +52,15 @@ async def healthz(response: Response, state: StateDep) -> HealthOut:
     if not db["ok"]:
         overall = "down"
         response.status_code = 503
+    if not has_api_access(request, state):
+        return HealthOut(status=overall)
     return HealthOut(status=overall, database=db, redis=cache, engine=engine, queue=queue, adapters=adapters)
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/metrics", include_in_schema=False, dependencies=[Depends(require_api_key)])
 def metrics(state: StateDep) -> Response:
-    """Prometheus text format; gauges of queue depth and loaded adapters are read at scrape time."""
+    """Prometheus text format; gauges of queue depth and loaded adapters are read at scrape time. The same access
+    as the API (loopback without keys, else a bearer key): its labels name repositories (issue 21 Low 13)."""
     try:
         if state.queue is not None:
             QUEUE_DEPTH.set(state.queue.depth())

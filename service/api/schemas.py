@@ -86,11 +86,14 @@ class VersionOut(BaseModel):
 
 
 class HealthOut(BaseModel):
+    """The overall status for everyone; the parts only for clients that may use the API (loopback without keys,
+    or a valid API key): they name adapters and hosts (issue 21 Low 13)."""
+
     status: Literal["ok", "degraded", "down"]
-    database: dict[str, Any]
-    redis: dict[str, Any]
-    engine: dict[str, Any]
-    queue: dict[str, Any]
+    database: dict[str, Any] | None = None
+    redis: dict[str, Any] | None = None
+    engine: dict[str, Any] | None = None
+    queue: dict[str, Any] | None = None
     adapters: dict[str, Any] | None = None  # {"on": false, "reason": ...} when adapters are switched off
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import traceback
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from service import locks
@@ -16,6 +19,7 @@ from service.metrics import JOB_DURATION, JOBS_RUNNING
 from service.netguard import HostBusy
 
 if TYPE_CHECKING:
+    from service.settings import Settings
     from service.state import ServiceState
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,16 @@ def _reporter(state: ServiceState, job_id: str, repo_id: int | None) -> Reporter
         log.info("job %s: %.0f%% %s", job_id, progress * 100, message)
 
     return report
+
+
+def public_message(message: str, settings: Settings) -> str:
+    """A job error as clients may see it: the service's own folders (data, workspaces, artifacts, models, the
+    installation) replaced by a placeholder. Job errors are written for users, this is the net under them."""
+    roots = {str(settings.data_dir), str(settings.workspace_dir), str(settings.artifact_dir),
+             str(settings.model_cache), sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parents[2])}
+    for root in sorted((r for r in roots if r and r != "/"), key=len, reverse=True):
+        message = message.replace(root, "<server>")
+    return message
 
 
 def run_job(state: ServiceState, job_id: str) -> str:
@@ -75,10 +89,14 @@ def run_job(state: ServiceState, job_id: str) -> str:
                 job_row.status, job_row.message = "queued", f"waiting: {exc}"
                 job_row.attempts = max(0, job_row.attempts - 1)
     except JobError as exc:
-        status, error = "failed", str(exc)
+        status, error = "failed", public_message(str(exc), state.settings)
     except Exception as exc:  # noqa: BLE001 - a job must end with a readable error, whatever broke
-        status, error = "failed", f"{type(exc).__name__}: {exc}"
-        log.error("job %s crashed:\n%s", job_id, traceback.format_exc())
+        # The client sees the kind of failure and an id; the message and traceback (server paths, library
+        # versions) go to the server log under that id (issue 21 Low 13).
+        error_id = uuid.uuid4().hex[:12]
+        status, error = "failed", (f"internal error ({type(exc).__name__}, error id {error_id}); "
+                                   "the server log has the details")
+        log.error("job %s crashed (error id %s):\n%s", job_id, error_id, traceback.format_exc())
     finally:
         JOBS_RUNNING.dec()
     if status == "deferred":
