@@ -38,6 +38,7 @@ def test_local_stack_end_to_end(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["model"].endswith("@v1") and result["engine"]["kind"] == "vllm"
+    assert result["adapter_differs"] is True  # the adapter changes the output (text or logprobs) against base
     assert "stopped vllm" in out.stderr and "stopped api" in out.stderr and "stopped worker" in out.stderr
     for name in ("api", "worker", "vllm"):  # nothing left running
         assert not (tmp_path / "stack" / f"{name}.pid").exists()
