@@ -32,6 +32,8 @@ def refine_command(
     method: str = typer.Option(None, help="supervised or rl (default: CODE2LORA_REFINE_METHOD)."),
 ) -> None:
     """Generate, score, refine and score again one repository's adapter; print the numbers as JSON."""
+    if method is not None and method not in ("supervised", "rl"):
+        raise typer.BadParameter(f"{method!r}: choose supervised or rl", param_hint="--method")
     import torch
 
     from hypernet.adapter import write_adapter
@@ -91,8 +93,6 @@ def refine_command(
     lap("score_generated", t0)
 
     t0 = time.perf_counter()
-    if method is not None and method not in ("supervised", "rl"):
-        raise typer.BadParameter(f"{method!r}: choose supervised or rl", param_hint="--method")
     cfg = refine_config(settings, {"steps": steps, "max_seconds": max_seconds, "lr": lr, "method": method})
     result = refine_adapter(model, tokenizer, generated, scaling, context_texts, repo_identifiers(seen), cfg,
                             known=known_identifiers(seen))

@@ -17,3 +17,12 @@ def test_the_method_setting_reaches_the_refine_config(tmp_path) -> None:
     assert refine_config(rl, {"steps": 3}).method == "rl"
     with pytest.raises(ValidationError):
         Settings(data_dir=tmp_path, refine_method="dpo")
+
+
+def test_refine_command_refuses_an_unknown_method(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from code2lora.cli import app
+
+    result = CliRunner().invoke(app, ["refine", str(tmp_path), "--method", "dpo"])
+    assert result.exit_code == 2 and "choose supervised or rl" in result.output
