@@ -18,6 +18,7 @@ from service.jobs.base import JobError, Reporter
 from service.jobs.refine import queue_refine_after
 from service.jobs.workspace import checkout_dir, load_context, save_context, workspace
 from service.repourl import CloneError, RepoURLError, normalize_repo_url
+from service.vocabulary import save_vocabulary
 
 if TYPE_CHECKING:
     from service.state import ServiceState
@@ -104,6 +105,7 @@ def _build_locked(state: ServiceState, job: Job, repo_id: int, report: Reporter,
         report(0.35, f"re-extracting {len(changes)} changed files")
         ctx = update_context(previous_ctx, checkout, changes)
     save_context(state, repo_id, sha, ctx)
+    save_vocabulary(state, repo_id, ctx)  # the names repository-vocabulary decoding keeps completions on
     # The held-out slice is split off once per repository; the hypernetwork only ever sees the rest.
     seen, heldout = evaluation.prepare(state, repo_id, ctx, checkout, sha)
     evolve = None

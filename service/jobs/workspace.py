@@ -63,9 +63,6 @@ def save_context(state: ServiceState, repo_id: int, commit: str, ctx: Any) -> No
             "skipped": dict(sorted(ctx.skipped.items()))}
     tmp.write_text(json.dumps({"commit": commit, "context": data}, default=_plain))
     os.replace(tmp, path)
-    from service.vocabulary import save_vocabulary
-
-    save_vocabulary(state, repo_id, ctx)  # the names repository-vocabulary decoding keeps completions on
     with _recent_lock:
         recent = state.recent_contexts
         recent[repo_id] = (commit, ctx)
