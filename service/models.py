@@ -87,7 +87,10 @@ def plan_adapters(settings: Settings) -> AdapterPlan:
 
 
 def default_checkpoint(settings: Settings) -> Path | None:
-    """The checkpoint the service runs: the configured or shipped one when it fits the base model; else None."""
+    """The configured checkpoint (checked against the base model when it is loaded, `plan_adapters`); else the
+    shipped one when it fits the base model; else None."""
+    if settings.hypernet_checkpoint is not None:
+        return Path(settings.hypernet_checkpoint)
     try:
         return plan_adapters(settings).checkpoint
     except ModelMismatch:

@@ -441,7 +441,7 @@ class VllmEngine:
             return EngineHealth(ok=False, detail=f"unreachable: {exc}")
         if models.status_code in (401, 403):
             return EngineHealth(ok=False, detail=self._auth_message(models.status_code, "/v1/models"))
-        if models.status_code != 200:
+        if models.status_code >= 500:
             return EngineHealth(ok=False, detail=f"vLLM /health 200, /v1/models {models.status_code}")
         base = {True: "through the zero adapter", False: "plain", None: "undecided (probed on first use)"}[
             self.use_zero_adapter]
