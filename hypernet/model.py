@@ -36,13 +36,10 @@ SENTENCE_DIM = 384
 
 
 @dataclass
-class HypernetConfig:
-    """Everything needed to rebuild the hypernet, including the base-model signature it was built for."""
+class HypernetArch:
+    """The hypernetwork's own choices: what a training config's `hypernet` section sets. `HypernetConfig` adds
+    the base-model signature the network is built for."""
 
-    base_model_type: str
-    num_layers: int
-    hidden_size: int
-    targets: list[list[Any]]  # [path, module_type, layer, in_features, out_features] in model order
     rank: int = 8
     lora_alpha: float = 16.0
     d_model: int = 256
@@ -58,10 +55,20 @@ class HypernetConfig:
     token_source: str = "embeddings"  # "hidden": hidden states; "hidden_embed": hidden states + embeddings
     context_atoms: bool = True
     n_context_atoms: int = 4
-    extra: dict[str, Any] = field(default_factory=dict)
     # v2 (sequence-aware reading): the base model's first `token_layers` layers over `token_chunk`-token chunks.
     token_layers: int = 0
     token_chunk: int = 0
+
+
+@dataclass(kw_only=True)
+class HypernetConfig(HypernetArch):
+    """Everything needed to rebuild the hypernet, including the base-model signature it was built for."""
+
+    base_model_type: str
+    num_layers: int
+    hidden_size: int
+    targets: list[list[Any]]  # [path, module_type, layer, in_features, out_features] in model order
+    extra: dict[str, Any] = field(default_factory=dict)  # provenance the trainer records (run, layers, budget)
 
     @classmethod
     def for_base(cls, base_config: Any, targets: list[TargetModule], **overrides: Any) -> HypernetConfig:

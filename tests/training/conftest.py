@@ -33,7 +33,8 @@ TOY = {
 
 def tiny_hypernet(repos: list, tokenizer):
     """(tiny model, a small top-layer hypernet whose B head is non-zero, the repos' encoded contexts)."""
-    from training.hypernet.config import HypernetArch, TrainConfig
+    from hypernet.model import HypernetArch
+    from training.hypernet.config import TrainConfig
     from training.hypernet.run import encode_repos
     from training.hypernet.train import build_hypernet
 

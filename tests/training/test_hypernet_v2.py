@@ -8,8 +8,8 @@ import json
 import torch
 
 from hypernet.encoder import TokenEncoder
-from hypernet.model import Code2LoRAHypernet, HypernetConfig
-from training.hypernet.config import HypernetArch, TrainConfig
+from hypernet.model import Code2LoRAHypernet, HypernetArch, HypernetConfig
+from training.hypernet.config import TrainConfig
 from training.hypernet.run import add_context_chunks, encode_repos
 from training.hypernet.split import SplitLM, top_targets
 from training.hypernet.train import Trainer

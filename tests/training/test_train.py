@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from hypernet.encoder import EncodedContext
-from training.hypernet.config import HypernetArch, TrainConfig, load_config
+from hypernet.model import HypernetArch
+from training.hypernet.config import TrainConfig, load_config
 from training.hypernet.run import encode_repos
 from training.hypernet.split import SplitLM, top_targets
 from training.hypernet.train import SharedLoRA, Trainer

@@ -8,35 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from hypernet.dataconfig import from_dict
+from hypernet.model import HypernetArch
 from training.data.corpus import CorpusConfig
-
-
-@dataclass
-class HypernetArch:
-    """The hypernetwork a run trains, as its config sets it: `hypernet.model.HypernetConfig` less what the base
-    model decides (type, layers, width, targets) and `extra` (the trainer fills it in). Defaults are
-    `HypernetConfig`'s, so a config that leaves a key out gets the same network as before. The shared-LoRA arm
-    reads `rank` and `lora_alpha` only."""
-
-    rank: int = 8
-    lora_alpha: float = 16.0
-    d_model: int = 256
-    n_atoms: int = 64
-    n_heads: int = 4
-    atom_key_dim: int = 64
-    bound: float = 0.3
-    use_sentence: bool = False
-    sentence_dim: int = 384
-    use_tokens: bool = True
-    token_source: str = "embeddings"  # "hidden": hidden states; "hidden_embed": hidden states + embeddings
-    context_atoms: bool = True
-    n_context_atoms: int = 4
-    token_layers: int = 0  # v2: the base model's first N layers read the context in chunks
-    token_chunk: int = 0
-
-    def config_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for `HypernetConfig.for_base`."""
-        return asdict(self)
 
 
 @dataclass
@@ -50,7 +23,7 @@ class TrainConfig:
     work_dir: str = "~/.cache/code2lora/training"  # corpus, encodings, bottom states, resume state
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     adapt_layers: int = 6  # adapters target the top N decoder layers (0 = all)
-    hypernet: HypernetArch = field(default_factory=HypernetArch)
+    hypernet: HypernetArch = field(default_factory=HypernetArch)  # rank, alpha, widths; the shared LoRA reads rank, alpha
     steps: int = 300
     batch_size: int = 4  # sequences per step, each from a different repository when possible
     lr: float = 1e-3

@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def build_hypernet(cfg: TrainConfig, model: nn.Module) -> nn.Module:
     extra = {"adapt_layers": cfg.adapt_layers, "token_budget": cfg.corpus.context_budget,
              "max_items": cfg.corpus.max_items, "trained_by": "training.hypernet", "run": cfg.name}
     return Code2LoRAHypernet(HypernetConfig.for_base(model.config, targets, extra=extra,
-                                                     **cfg.hypernet.config_kwargs()))
+                                                     **asdict(cfg.hypernet)))
 
 
 def adapters_for(net: nn.Module, feats: list[EncodedContext], drop: float = 0.0,
