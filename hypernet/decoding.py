@@ -55,6 +55,7 @@ class TokenIndex:
     punct: torch.Tensor  # bool [V]
     digit: torch.Tensor  # bool [V]
     pieces: list[str]  # each token's decoded text
+    no_ws: torch.Tensor  # bool [V]: the tokens of `cont` and `cont_end` (no leading whitespace, a run)
 
     @classmethod
     def build(cls, tokenizer: Any, vocab_size: int | None = None) -> TokenIndex:
@@ -84,7 +85,11 @@ class TokenIndex:
                 digit[i] = run[0].isdigit()  # a number when it starts a word, part of a name inside one
                 (cont_end if rest else cont).setdefault(run, []).append(i)
         punct[n_tok:] = True  # padding rows of the embedding: never produced in practice, never constrained
-        return cls(size, cont, cont_end, ws, ws_end, punct, digit, pieces)
+        no_ws = torch.zeros(size, dtype=torch.bool)
+        ids = [i for d in (cont, cont_end) for lst in d.values() for i in lst]
+        if ids:
+            no_ws[torch.tensor(ids)] = True
+        return cls(size, cont, cont_end, ws, ws_end, punct, digit, pieces, no_ws)
 
 
 class RepoVocabulary:
@@ -190,20 +195,9 @@ class VocabRows:
         if ids:
             mask[torch.tensor(ids)] = True
         if word in v._name_set or (in_extra and word in set(extra)):
-            ws_start = start & ~self._no_ws_runs()
+            ws_start = start & ~ix.no_ws
             mask |= ix.punct | ws_start
         return mask
-
-    def _no_ws_runs(self) -> torch.Tensor:
-        ix = self.vocab.index
-        cached = getattr(ix, "_no_ws_mask", None)
-        if cached is None:
-            cached = torch.zeros(ix.vocab_size, dtype=torch.bool)
-            ids = [i for d in (ix.cont, ix.cont_end) for lst in d.values() for i in lst]
-            if ids:
-                cached[torch.tensor(ids)] = True
-            ix._no_ws_mask = cached  # type: ignore[attr-defined]
-        return cached
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Mask (bias = inf) or penalise by `bias` the disallowed tokens of each row of `logits` [B, V], in place."""

@@ -119,7 +119,8 @@ class RefineIn(BaseModel):
     steps: int | None = Field(None, ge=1, le=10_000, description="Optimizer steps.")
     max_seconds: float | None = Field(None, gt=0, le=24 * 3600, description="Wall-time cap of the training.")
     lr: float | None = Field(None, gt=0, le=1.0, description="Adam learning rate on A and B.")
-    method: Literal["supervised"] = "supervised"
+    method: Literal["supervised", "rl"] | None = Field(None, description="Refinement method (default: "
+                                                       "CODE2LORA_REFINE_METHOD); docs/EVAL.md compares them.")
 
 
 class RepoUpdate(BaseModel):

@@ -21,6 +21,7 @@ from service.db.models import AdapterVersion, Repository
 from service.engines.base import AdapterRef
 from service.engines.errors import EngineError
 from service.metrics import ADAPTER_LATENCY, ADAPTER_REQUESTS, TOKENS_GENERATED
+from service.names import adapter_name
 from service.state import ServiceState
 from service.store import BASE_MODEL_ID, AdapterNotReady, ModelNotFound, Resolved, resolve_model
 from service.vocabulary import repo_vocabulary
@@ -228,7 +229,7 @@ def _model_list(state: ServiceState) -> ModelList:
             for v in session.scalars(select(AdapterVersion).where(AdapterVersion.repository_id == repo.id,
                                                                   AdapterVersion.status == "ready")
                                      .order_by(AdapterVersion.version)):
-                cards.append(ModelCard(id=f"{repo.name}@v{v.version}", created=int(v.created_at.timestamp())))
+                cards.append(ModelCard(id=adapter_name(repo, v.version), created=int(v.created_at.timestamp())))
     return ModelList(data=cards)
 
 

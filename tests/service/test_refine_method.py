@@ -26,3 +26,14 @@ def test_refine_command_refuses_an_unknown_method(tmp_path) -> None:
 
     result = CliRunner().invoke(app, ["refine", str(tmp_path), "--method", "dpo"])
     assert result.exit_code == 2 and "choose supervised or rl" in result.output
+
+
+def test_the_api_body_names_a_method_or_leaves_it_to_the_setting() -> None:
+    import pydantic
+
+    from service.api.schemas import RefineIn
+
+    assert RefineIn().model_dump(exclude_none=True) == {}  # the job then takes CODE2LORA_REFINE_METHOD
+    assert RefineIn(method="rl").model_dump(exclude_none=True) == {"method": "rl"}
+    with pytest.raises(pydantic.ValidationError):
+        RefineIn.model_validate({"method": "genetic"})

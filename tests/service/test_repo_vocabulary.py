@@ -10,8 +10,8 @@ import openai
 import pytest
 import torch
 
-from tests.conftest import make_git_repo, wait_job
 from testkit.models import byte_tokenizer, tiny_llama
+from tests.conftest import make_git_repo, wait_job
 
 REPO = {"calc/ops.py": "def add_numbers(a: int, b: int) -> int:\n    return a + b\n\n\n"
                        "def multiply_numbers(a: int, b: int) -> int:\n    return a * b\n"}
