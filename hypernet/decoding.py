@@ -29,6 +29,11 @@ import torch
 _PIECE = re.compile(r"(\s*)([A-Za-z0-9_]*)(.*)", re.DOTALL)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRAILING_WORD = re.compile(r"[A-Za-z0-9_]+$")
+# lines that are code, not docstring prose (keywords are lower case; prose lines rarely start with these shapes)
+_CODE_LINE = re.compile(r"^[ \t]*(?:(?:def|class)[ \t]+\w+[ \t]*[(:]|(?:return|raise|assert|import)\b[ \t]*\S"
+                        r"|(?:if|elif|for|while|with|try|except|else)\b.*:[ \t]*$"
+                        r"|(?:with|if|for|while|return|assert|raise)\b.*\w[(\[]|\w+(?:\.\w+)*[ \t]*=[ \t]*\S)",
+                        re.MULTILINE)
 
 
 def vocab_arm_suffix(bias: float) -> str:
@@ -165,11 +170,18 @@ class VocabRows:
 
     def _free(self, r: int) -> bool:
         """Is row r inside a comment or a string literal (where names are not constrained)?"""
-        if self._triple[r] % 2:
+        if self._triple[r] % 2 and not self._code_after_last_triple(r):
             return True
         line = self.texts[r].rsplit("\n", 1)[-1]
         code = re.sub(r"'(\\.|[^'\\])*'|\"(\\.|[^\"\\])*\"", "", line)
         return "#" in code or code.count('"') % 2 == 1 or code.count("'") % 2 == 1
+
+    def _code_after_last_triple(self, r: int) -> bool:
+        """An odd number of triple quotes, but code lines after the last one: the prompt's window began inside a
+        docstring (a cut from the middle of a file), so the parity is off by one and this is code."""
+        text = self.texts[r]
+        last = max(text.rfind('"""'), text.rfind("'''"))
+        return last >= 0 and bool(_CODE_LINE.search(text[last + 3:]))
 
     def allowed(self, r: int) -> torch.Tensor | None:
         """Boolean mask of the tokens row r may produce next; None where nothing is constrained."""

@@ -55,7 +55,8 @@ try:
     # cut points: the evaluation's own definition, on the files the service held out for this repository
     from hypernet.basemodel import load_tokenizer
     from hypernet.context import extract_repo
-    from hypernet.metrics import identifier_cuts, repo_identifiers
+    from hypernet.metrics import identifier_cuts, known_identifiers, predicted_identifier, repo_identifiers
+    from hypernet.metrics.text import words
 
     tok = load_tokenizer(None)
     v = versions[0] if isinstance(versions, list) else versions["versions"][0]
@@ -69,12 +70,13 @@ try:
     held = sorted(heldout_paths(split, ctx))  # the same slice the service held out from the hypernetwork
     record["heldout"] = held
     idents = repo_identifiers(ctx)
+    known = known_identifiers(ctx)
     cuts = []
     files = held or sorted(p for p in ctx.files if "test" in p)
     for path in files:
         text = (dst / path).read_text("utf-8", "replace")
         cuts += [c for c in identifier_cuts(path, text, tok, idents, n=4, seed=0, max_prefix_tokens=256)]
-    cuts = sorted(cuts, key=lambda c: c.in_prompt)[:8]
+    cuts = sorted(cuts, key=lambda c: c.in_prompt)[:16]
     from openai import OpenAI
 
     client = OpenAI(base_url=base + "/v1", api_key="unused")
@@ -82,16 +84,26 @@ try:
     for c in cuts:
         row = {"path": c.path, "target": c.target, "in_prompt": c.in_prompt,
                "prompt_tail": "\n".join(c.prefix_text.split("\n")[-3:])}
-        for model in (name, "base"):
-            resp = client.completions.create(model=model, prompt=c.prefix_text, max_tokens=10, temperature=0)
-            row[model] = resp.choices[0].text
+        # the service as served (repository-vocabulary decoding on by default), the same adapter with plain
+        # decoding, and the base model
+        for key, model, extra in ((name, name, {}), (f"{name} plain", name, {"repo_vocabulary": False}),
+                                  ("base", "base", {})):
+            resp = client.completions.create(model=model, prompt=c.prefix_text, max_tokens=10, temperature=0,
+                                             extra_body=extra)
+            row[key] = resp.choices[0].text
+            row[f"{key} identifier"] = predicted_identifier(c, row[key])
         rows.append(row)
     record["completions"] = rows
     record["differ"] = sum(r[name] != r["base"] for r in rows)
-    record["own_exact"] = sum(r[name].lstrip().startswith(r["target"]) for r in rows)
-    record["base_exact"] = sum(r["base"].lstrip().startswith(r["target"]) for r in rows)
+    for key, label in ((name, "own"), (f"{name} plain", "own_plain"), ("base", "base")):
+        record[f"{label}_exact"] = sum(r[f"{key} identifier"] == r["target"] for r in rows)
+        record[f"{label}_invented"] = sum(r[f"{key} identifier"] is not None and r[f"{key} identifier"] not in known
+                                          and r[f"{key} identifier"] not in words(c.prefix_text)
+                                          for r, c in zip(rows, cuts, strict=True))
+    record["cuts"] = len(rows)
 finally:
     server.terminate()
     server.wait(30)
 out.write_text(json.dumps(record, indent=1, default=str))
-print(json.dumps({k: record[k] for k in ("job", "ingest_s", "differ", "own_exact", "base_exact") if k in record}))
+print(json.dumps({k: v for k, v in record.items() if k in ("job", "ingest_s", "differ", "cuts") or
+                  k.endswith(("_exact", "_invented"))}))

@@ -57,6 +57,11 @@ def test_comments_and_strings_are_not_constrained(index):
     assert _allowed(index, vocab, "msg = 'restock the sh") is None
     assert _allowed(index, vocab, 'def f():\n    """Restock the sh') is None
     assert _allowed(index, vocab, 'def f():\n    """Doc."""\n    return rest') is not None
+    # a window cut from the middle of a file may begin inside a docstring: code after its closing quotes is code
+    assert _allowed(index, vocab, 'the docs end here.\n    """\n    with pytest.raises(rest') is not None
+    assert _allowed(index, vocab, 'the docs end here.\n    """\n    x = rest') is not None
+    # ... while prose after an opening triple quote stays free
+    assert _allowed(index, vocab, 'def f():\n    """Restock the shelf.\n\n    Shelves are rest') is None
 
 
 def test_a_finite_bias_penalises_instead_of_masking(index):
