@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         model_dir, ckpt = tiny_model(tmp)
-        settings = Settings(_env_file=None, data_dir=tmp / "data", model_cache=tmp / "models",  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, data_dir=tmp / "data", model_cache=tmp / "models",  # type: ignore[call-arg]  # _env_file: pydantic-settings' init-only argument
                             base_model_path=model_dir, hypernet_checkpoint=ckpt, allow_local_repos=True,
                             engine="local", admin_password="demo", session_secret="screenshots" * 4)
         app = create_app(settings)

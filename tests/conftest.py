@@ -109,7 +109,7 @@ def make_settings(tmp_path: Path, backend: str, service_model_dir: Path):
         if backend == "postgres+redis":
             fields.update(database_url=PG_URL, redis_url=REDIS_URL)
         fields.update(overrides)
-        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]  # _env_file: pydantic-settings' init-only argument
 
     return _make
 

@@ -52,7 +52,7 @@ def refine_command(
     overrides = {"base_model_path": base_model} if base_model else {}
     if checkpoint:
         overrides["hypernet_checkpoint"] = checkpoint
-    settings = Settings(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**overrides)  # type: ignore[arg-type]  # a dict of two Path fields; the plugin sees dict[str, Path] as any field
     t_start = time.perf_counter()
     wall: dict[str, float] = {}
 

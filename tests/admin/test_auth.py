@@ -108,9 +108,9 @@ def test_csrf_missing_or_invalid_is_refused(client_for) -> None:
     assert client.post(path, data={"csrf_token": "forged"}).status_code == 403
     other = client_for(**SECURE)  # a valid token, but of another session
     assert client.post(path, data={"csrf_token": csrf(other)}).status_code == 403
-    assert repo_row(client, repo_id).pinned_version is None  # type: ignore[union-attr]
+    assert repo_row(client, repo_id).pinned_version is None  # type: ignore[union-attr]  # the row exists: made above
     assert client.post(path, headers={"x-csrf-token": csrf(client, "/admin")}, follow_redirects=False).status_code == 303
-    assert repo_row(client, repo_id).pinned_version == 1  # type: ignore[union-attr]
+    assert repo_row(client, repo_id).pinned_version == 1  # type: ignore[union-attr]  # the row exists: made above
 
 
 def test_login_form_itself_needs_csrf(client_for) -> None:

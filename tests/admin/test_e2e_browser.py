@@ -32,7 +32,7 @@ def live(tmp_path: Path, service_model_dir: Path) -> Iterator[LiveServer]:
     from service.api.app import create_app
     from service.settings import Settings
 
-    settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_cache=tmp_path / "models",  # type: ignore[call-arg]
+    settings = Settings(_env_file=None, data_dir=tmp_path / "data", model_cache=tmp_path / "models",  # type: ignore[call-arg]  # _env_file: pydantic-settings' init-only argument
                         base_model_path=service_model_dir, allow_local_repos=True, engine="local",
                         admin_password="e2e-admin-pw", session_secret="e2e" * 12)
     with LiveServer(create_app(settings)) as server:
