@@ -49,6 +49,16 @@ def acquire(sessions: sessionmaker[Session], repo_id: int, owner: str, ttl_s: fl
         time.sleep(poll_s)
 
 
+def renew(sessions: sessionmaker[Session], repo_id: int, owner: str, ttl_s: float) -> bool:
+    """Push out the expiry of a lock `owner` holds; never takes a lock it does not hold (a heartbeat)."""
+    with sessions.begin() as s:
+        renewed = cast(CursorResult, s.execute(
+            update(RepoLock).where(RepoLock.repository_id == repo_id, RepoLock.owner == owner)
+            .values(expires_at=utcnow() + dt.timedelta(seconds=ttl_s))
+        )).rowcount
+    return bool(renewed)
+
+
 def release(sessions: sessionmaker[Session], repo_id: int, owner: str) -> None:
     """Drop the lock if `owner` still holds it."""
     with sessions.begin() as s:

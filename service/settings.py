@@ -72,8 +72,10 @@ class Settings(BaseSettings):
                                          "bodies) are remembered this long: a replay queues nothing.")
     max_repo_bytes: int = Field(500 * 1024 * 1024, gt=0, description="Checkout size limit.")
     max_file_bytes: int = Field(1_000_000, gt=0, description="Files larger than this are skipped by extraction.")
-    job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry, renewed on progress "
-                                "(a crashed worker's lock and job go stale after it).")
+    job_lock_ttl_s: int = Field(900, gt=0, description="Per-repository job lock expiry, renewed by the job's "
+                                "heartbeat (a crashed worker's lock goes stale after it).")
+    job_heartbeat_s: float = Field(10.0, gt=0, description="A running job's heartbeat period; a job whose heartbeat "
+                                   "is 6 periods old is re-queued by a worker's reaper (its process died).")
     job_timeout_s: int = Field(3600, gt=0, description="Hard limit on one job's run time (RQ job timeout).")
 
     # Measured versions: every new version is scored on a held-out slice of the repository (never shown to the

@@ -45,20 +45,30 @@ def worker(burst: bool = typer.Option(False, help="Exit when the queue is empty.
     if not settings.redis_url:
         typer.echo("code2lora worker needs CODE2LORA_REDIS_URL (the embedded default runs jobs in the API).", err=True)
         raise typer.Exit(2)
-    from service.jobs.queue import reap_stale_jobs
+    import threading
+
+    from service.jobs.queue import reap_periodically, reap_stale_jobs
     from service.observability import configure_logging
 
     configure_logging("INFO", json_logs=settings.json_logs)
-    from service.bootstrap import build_state
+    from service import bootstrap
 
-    state = build_state(settings)
+    state = bootstrap.build_state(settings)
     requeued = reap_stale_jobs(state)
     if requeued:
         logging.getLogger("code2lora.worker").info("re-queued %d jobs left by dead workers", len(requeued))
-    state.close()
+    stop = threading.Event()
+    if not burst:
+        # A worker restarted at once after a crash finds its dead run's heartbeat still fresh: keep looking.
+        reap_periodically(state, stop)
+    bootstrap._WORKER_STATE = state  # run_job_in_worker's state: the jobs share it (one loaded hypernetwork)
     conn = redis.Redis.from_url(settings.redis_url)
-    # SimpleWorker runs jobs in this process, so the hypernetwork is loaded once, not per job.
-    rq.SimpleWorker([rq.Queue(RQ_QUEUE_NAME, connection=conn)], connection=conn).work(burst=burst)
+    try:
+        # SimpleWorker runs jobs in this process, so the hypernetwork is loaded once, not per job.
+        rq.SimpleWorker([rq.Queue(RQ_QUEUE_NAME, connection=conn)], connection=conn).work(burst=burst)
+    finally:
+        stop.set()
+        state.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -6,8 +6,10 @@ import hashlib
 import multiprocessing
 import multiprocessing.context
 import os
+import select
 import sys
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -77,6 +79,36 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("forkserver")
 
 
+def _exit_with(parent: int) -> None:
+    """Pool initializer: end this worker as soon as `parent` (the process that made the pool) dies.
+
+    A forkserver worker's parent is the forkserver, which stays while any of its children lives, and a worker
+    waiting on its task queue never sees end-of-file (it holds both ends of the pipe): after a `kill -9` of the
+    service they used to stay forever, a few more per crash (issue 21 Medium 8)."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(parent)  # Linux 5.3+: readable once the process has exited
+        except ProcessLookupError:
+            os._exit(1)
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(1.0)
+                try:
+                    os.kill(parent, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    continue
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def extract_many(root: Path, rels: list[str], workers: int | None = None) -> list[FileFacts | str]:
     """Extract files in order; uses a process pool for large batches (tree-sitter holds the GIL)."""
     if workers is None:
@@ -87,7 +119,8 @@ def extract_many(root: Path, rels: list[str], workers: int | None = None) -> lis
     n_chunks = workers * 4
     chunks = [rels[i::n_chunks] for i in range(n_chunks)]
     out: list[FileFacts | str | None] = [None] * len(rels)
-    with ProcessPoolExecutor(workers, mp_context=_mp_context()) as ex:
+    with ProcessPoolExecutor(workers, mp_context=_mp_context(), initializer=_exit_with,
+                             initargs=(os.getpid(),)) as ex:
         for i, res in enumerate(ex.map(_chunk, [(str(root), c) for c in chunks])):
             for j, r in enumerate(res):
                 out[i + j * n_chunks] = r

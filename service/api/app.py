@@ -124,8 +124,16 @@ def create_app(settings: Settings | None = None, state: ServiceState | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = state is None
-        app.state.c2l = c2l = state or build_state(settings)
+        # Unfinished jobs resume only once the engine has started: a resumed job imports torch/transformers in its
+        # thread, and doing that while the engine imported them failed the job (issue 21 Medium 8:
+        # `ImportError: cannot import name 'AutoConfig'` after a kill -9, and a server that never came up).
+        app.state.c2l = c2l = state or build_state(settings, start_queue=False)
         await start_engine(c2l)
+        resume = getattr(c2l.queue, "resume_unfinished", None)
+        if own and resume is not None:
+            resumed = resume()
+            if resumed:
+                log.info("re-queued %d unfinished jobs", resumed)
         try:
             yield
         finally:

@@ -9,9 +9,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, delete, or_, select
 
-from service.db.models import Job, RepoLock, utcnow
+from service.db.models import Job, RepoLock, Repository, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -97,6 +97,17 @@ class RQQueue:
     def depth(self) -> int:
         return len(self._queue)
 
+    def requeue(self, job_id: str) -> None:
+        """Queue a job again whose worker died: RQ's record of the dead run (in its started registry) goes first,
+        so RQ's own clean-up of that run cannot mark the new one failed."""
+        from rq.job import Job as RQJob
+
+        try:
+            RQJob.fetch(f"c2l-{job_id}", connection=self._conn).delete()
+        except Exception:  # noqa: BLE001 - no such RQ job (Redis lost it): nothing to remove
+            pass
+        self.enqueue(job_id)
+
     def has(self, job_id: str) -> bool:
         """Whether RQ still knows the job (queued, running, finished or failed)."""
         from rq.job import Job as RQJob
@@ -127,34 +138,71 @@ def enqueue_or_withdraw(state: ServiceState, session: Session, job: Job, *also: 
         raise QueueUnavailable(f"job queue unavailable: {exc}") from exc
 
 
+STALE_HEARTBEATS = 6  # a running job whose heartbeat is this many periods old has lost its process
+
+
 def reap_stale_jobs(state: ServiceState, max_attempts: int = 3, orphan_after_s: float = 60.0) -> list[str]:
-    """Jobs left `running` by a dead worker (older than the lock TTL) go back to the queue, or fail after
-    `max_attempts`; jobs `queued` in the DB that the queue lost are queued again. Return the re-queued ids."""
+    """Jobs left `running` by a dead worker go back to the queue, or fail after `max_attempts`; jobs `queued` in
+    the DB that the queue lost are queued again. Return the re-queued ids.
+
+    A running job's process stamps `heartbeat_at` every job_heartbeat_s (service.jobs.runner): one that is
+    STALE_HEARTBEATS periods old is dead (issue 21 Medium 8: a killed RQ worker's job stayed `running` for the
+    900 s lock TTL). As before, a job started longer than the lock TTL ago whose lock has expired is dead too
+    (rows from before heartbeats)."""
     now = utcnow()
-    cutoff = now - dt.timedelta(seconds=state.settings.job_lock_ttl_s)
+    settings = state.settings
+    beat_cutoff = now - dt.timedelta(seconds=settings.job_heartbeat_s * STALE_HEARTBEATS)
+    legacy_cutoff = now - dt.timedelta(seconds=settings.job_lock_ttl_s)
     requeued: list[str] = []
     with state.sessions.begin() as s:
-        # A live job renews its repository lock on every progress report; a dead one's lock expires.
         live = select(RepoLock.owner).where(RepoLock.expires_at >= now)
-        stale = s.scalars(select(Job).where(Job.status == "running", Job.started_at < cutoff,
-                                            Job.id.not_in(live))).all()
+        stale = s.scalars(select(Job).where(Job.status == "running", or_(
+            Job.heartbeat_at < beat_cutoff,
+            and_(Job.started_at < legacy_cutoff, Job.id.not_in(live))))).all()
         for job in stale:
             if job.attempts >= max_attempts:
-                job.status, job.finished_at = "failed", utcnow()
-                job.error = f"worker died during the job {job.attempts} times; giving up"
+                job.status, job.finished_at = "failed", now
+                job.error = f"the worker running this job died {job.attempts} times; giving up"
+                s.execute(delete(RepoLock).where(RepoLock.owner == job.id))
+                repo = s.get(Repository, job.repository_id) if job.repository_id is not None else None
+                if repo is not None:
+                    repo.status = "ready" if repo.active_version is not None else "failed"
+                    repo.status_message = job.error
+                log.warning("job %s failed: %s", job.id, job.error)
             else:
-                job.status, job.message = "queued", "re-queued: the previous worker died during the job"
+                job.status, job.message = "queued", "re-queued: the worker running it died"
                 requeued.append(job.id)
+                log.warning("job %s re-queued: its worker died (last heartbeat %s)", job.id, job.heartbeat_at)
     queue = state.queue
     if queue is None:
         return requeued
     has = getattr(queue, "has", None)  # RQ: whether Redis still knows the job
+    lost: list[str] = []
     if has is not None:
         # Jobs the DB calls queued but RQ no longer has (Redis lost its data): queue them again.
         with state.sessions() as s:
             waiting = s.scalars(select(Job.id).where(
                 Job.status == "queued", Job.created_at < now - dt.timedelta(seconds=orphan_after_s))).all()
-        requeued += [job_id for job_id in waiting if not has(job_id)]
+        lost = [job_id for job_id in waiting if job_id not in requeued and not has(job_id)]
+    again = getattr(queue, "requeue", queue.enqueue)
     for job_id in requeued:
+        again(job_id)
+    for job_id in lost:
         queue.enqueue(job_id)
-    return requeued
+    return requeued + lost
+
+
+def reap_periodically(state: ServiceState, stop: threading.Event) -> threading.Thread:
+    """A daemon thread that runs `reap_stale_jobs` every other heartbeat period until `stop` is set (RQ workers:
+    a worker restarted at once after a crash sees its dead run's heartbeat still fresh, so once is not enough)."""
+
+    def loop() -> None:
+        while not stop.wait(max(1.0, state.settings.job_heartbeat_s * 2)):
+            try:
+                reap_stale_jobs(state)
+            except Exception as exc:  # noqa: BLE001 - Redis or the database away for a moment: next round
+                log.warning("reaping stale jobs failed: %s", exc)
+
+    thread = threading.Thread(target=loop, name="reap-stale-jobs", daemon=True)
+    thread.start()
+    return thread
