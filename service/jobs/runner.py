@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 import threading
@@ -123,6 +124,9 @@ def run_job(state: ServiceState, job_id: str) -> str:
         error_id = uuid.uuid4().hex[:12]
         status, error = "failed", (f"internal error ({type(exc).__name__}, error id {error_id}); "
                                    "the server log has the details")
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the operator's to fix: say so, no path
+            error = (f"no space left on the server's disk (error id {error_id}): nothing was stored; free space "
+                     "and retry")
         log.error("job %s crashed (error id %s):\n%s", job_id, error_id, traceback.format_exc())
     finally:
         beating.set()

@@ -68,8 +68,8 @@ def test_unknown_model_is_model_not_found(served) -> None:
     assert retrieve.value.body["code"] == "model_not_found" and retrieve.value.body["param"] is None
 
 
-def test_models_carry_openai_fields_only(client_for, sample_repo: Path) -> None:
-    client = client_for()
+def test_models_carry_openai_fields_only(client_for, sample_repo: Path, service_checkpoint: Path) -> None:
+    client = client_for(hypernet_checkpoint=service_checkpoint)  # a checkpoint that fits: adapters on
     created = client.post("/repos", json={"url": str(sample_repo), "name": "sample"})
     assert wait_job(client, created.json()["job"]["id"])["status"] == "succeeded"
     oai = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=client, max_retries=0)
