@@ -26,7 +26,7 @@ def test_killed_worker_leaves_no_half_version(tmp_path: Path, sample_repo: Path,
         with state.sessions() as s:
             repo, job, _ = register_repo(state, s, str(sample_repo), None, None, "static")
         proc = start_rq_worker(env)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300  # 18 s alone; once over 120 s late in a loaded full run
         while time.monotonic() < deadline:  # kill it once it is past the clone, inside generation
             with state.sessions() as s:
                 row = s.get(Job, job.id)
