@@ -11,13 +11,11 @@ base model; the ratio is vocabulary / plain tokens per second (1.0 = free).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
 import statistics
 import sys
-import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -25,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from bench.bench_engine import tokens_per_s  # noqa: E402
 from service.engines import GenerationRequest, SamplingParams  # noqa: E402
 from service.engines.local import LocalEngine, load_model  # noqa: E402
 
@@ -42,16 +41,6 @@ def prompts_from(root: Path, count: int) -> list[str]:
         if len(out) == count:
             break
     return out
-
-
-def tokens_per_s(engine: LocalEngine, reqs: list[GenerationRequest]) -> float:
-    """Completion tokens per second of `reqs` submitted together."""
-    async def go() -> int:
-        return sum(r.completion_tokens for r in await engine.generate(reqs))
-
-    start = time.perf_counter()
-    tokens = asyncio.run(go())
-    return tokens / (time.perf_counter() - start)
 
 
 def main() -> None:
