@@ -206,7 +206,7 @@ class VocabRows:
         mask = torch.zeros(ix.vocab_size, dtype=torch.bool)
         if ids:
             mask[torch.tensor(ids)] = True
-        if word in v._name_set or (in_extra and word in set(extra)):
+        if word in v._name_set or (in_extra and word == extra[bisect.bisect_left(extra, word)]):
             ws_start = start & ~ix.no_ws
             mask |= ix.punct | ws_start
         return mask
