@@ -3,6 +3,7 @@ written; `service.store` re-exports them)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Protocol
 
@@ -17,6 +18,7 @@ class _Version(Protocol):
 
 
 ENGINE_DIGEST_CHARS = 16  # 64 bits of the artifact's sha256 in an engine-side name
+_DIGEST_SUFFIX = re.compile(rf"\+[0-9a-f]{{{ENGINE_DIGEST_CHARS}}}$")
 
 
 def adapter_name(repo: _Named, version: int) -> str:
@@ -40,3 +42,8 @@ def engine_name(repo: _Named, version: int, artifact_sha256: str) -> str:
 def engine_names(repo: _Named, versions: Iterable[_Version]) -> list[str]:
     """Engine-side names of `versions` (rows with `version` and `artifact_sha256`)."""
     return [engine_name(repo, v.version, v.artifact_sha256) for v in versions]
+
+
+def public_name(name: str) -> str:
+    """The public `repo@vN` of an engine-side name (a name without a digest suffix comes back unchanged)."""
+    return _DIGEST_SUFFIX.sub("", name)

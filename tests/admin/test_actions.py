@@ -136,8 +136,10 @@ class _FakeEngine:
     def stats(self):
         from service.engines.base import EngineStats
 
-        return EngineStats(engine="local", loaded=["alpha@v1", "beta@v2"], slots=8,
-                           requests_per_adapter={"alpha@v1": 5, "gamma@v1": 2}, latency_ms={"p50": 12.5, "p99": 80.0})
+        # Engine-side names carry the artifact digest; the page keys its rows by the public name.
+        alpha, beta, gamma = "alpha@v1+0123456789abcdef", "beta@v2+fedcba9876543210", "gamma@v1+00112233aabbccdd"
+        return EngineStats(engine="local", loaded=[alpha, beta], slots=8,
+                           requests_per_adapter={alpha: 5, gamma: 2}, latency_ms={"p50": 12.5, "p99": 80.0})
 
 
 def test_engine_page_shows_stats_or_no_engine(client_for) -> None:
@@ -149,4 +151,5 @@ def test_engine_page_shows_stats_or_no_engine(client_for) -> None:
     finally:
         client.app.state.c2l.serving_engine = None
     assert "2 / 8 used" in page and "p50 12.5" in page and "gamma@v1" in page
-    assert 'data-adapter="alpha@v1"' in page and "slot 2" in page
+    assert 'data-adapter="alpha@v1"' in page and 'data-adapter="beta@v2"' in page and "slot 2" in page
+    assert "alpha@v1+0123456789abcdef" in page  # the engine-side name is shown too

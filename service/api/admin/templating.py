@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from service.api.admin.auth import Principal
 from service.api.admin.csrf import FIELD, csrf_token
+from service.names import public_name
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates"
 templates = Jinja2Templates(directory=str(TEMPLATE_DIR))
@@ -27,6 +28,7 @@ def _short(value: str | None, n: int = 12) -> str:
 
 templates.env.filters["when"] = _when
 templates.env.filters["short"] = _short
+templates.env.filters["public_name"] = public_name
 
 
 def flash(request: Request, kind: str, text: str) -> None:
