@@ -73,12 +73,16 @@ def make_serving_engine(settings: Settings) -> Engine | None:
         from service.engines.local import LocalEngine  # torch: only when this process serves
 
         return LocalEngine(model_path=str(model_dir), slots=settings.engine_slots)
+    from service.engines.replicas import ReplicatedVllmEngine
     from service.engines.vllm import VllmEngine
 
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-    return VllmEngine(settings.vllm_url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
-                      zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key,
-                      use_zero_adapter={"auto": None, "zero-adapter": True, "plain": False}[settings.vllm_base_mode])
+    engines = [VllmEngine(url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
+                          zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key,
+                          use_zero_adapter={"auto": None, "zero-adapter": True, "plain": False}[
+                              settings.vllm_base_mode])
+               for url in settings.vllm_replicas()]
+    return engines[0] if len(engines) == 1 else ReplicatedVllmEngine(engines)
 
 
 async def start_engine(state: ServiceState) -> None:

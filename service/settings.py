@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -32,7 +33,11 @@ class Settings(BaseSettings):
                                      "/healthz, /v1/models and the dashboard say so) instead of refusing to start.")
 
     engine: Literal["local", "vllm", "none"] = "local"
-    vllm_url: str = "http://127.0.0.1:8001"
+    vllm_url: str = Field("http://127.0.0.1:8001", description="The vLLM server (one replica).")
+    vllm_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Several vLLM replicas (a JSON list or comma-separated URLs); each "
+        "adapter is served by one replica chosen by rendezvous hashing, the next one in its order when that replica "
+        "is down (docs/DEPLOY.md). Empty: vllm_url alone.")
     vllm_api_key: SecretStr | None = Field(None, description="Sent as a bearer token on every call to vLLM (one of "
                                            "the keys vLLM was started with, --api-key). vLLM's key guards its /v1 "
                                            "routes only (docs/DEPLOY.md): keep vLLM on loopback or a private network.")
@@ -149,6 +154,16 @@ class Settings(BaseSettings):
                                       "api_key_failure_window_s before every key from it gets 429 + Retry-After.")
     api_key_failure_window_s: float = Field(60.0, gt=0, description="Window of the API key throttle.")
 
+    @field_validator("vllm_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
     @model_validator(mode="after")
     def _fill_paths(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
@@ -159,6 +174,10 @@ class Settings(BaseSettings):
         if self.database_url is None:
             self.database_url = f"sqlite:///{self.data_dir / 'code2lora.db'}"
         return self
+
+    def vllm_replicas(self) -> list[str]:
+        """The vLLM replica URLs to serve from: `vllm_urls`, else the one `vllm_url`."""
+        return list(dict.fromkeys(u.rstrip("/") for u in self.vllm_urls)) or [self.vllm_url.rstrip("/")]
 
     def ensure_dirs(self) -> None:
         """Create the data, artifact and workspace folders."""

@@ -31,8 +31,10 @@ async def healthz(request: Request, response: Response, state: StateDep) -> Heal
     if state.serving_engine is not None:
         try:
             h = await state.serving_engine.health()
-            engine = {"kind": state.settings.engine, "ok": h.ok, "detail": h.detail,
-                      "loaded": state.serving_engine.loaded()}
+            engine: dict[str, Any] = {"kind": state.settings.engine, "ok": h.ok, "detail": h.detail,
+                                      "loaded": state.serving_engine.loaded()}
+            if h.replicas is not None:  # several vLLM replicas: each one's health; one down makes it degraded
+                engine["replicas"] = h.replicas
         except Exception as exc:  # noqa: BLE001
             engine = {"kind": state.settings.engine, "ok": False, "error": str(exc)}
     else:
@@ -43,7 +45,9 @@ async def healthz(request: Request, response: Response, state: StateDep) -> Heal
         queue: dict[str, Any] = {"kind": state.settings.queue, "ok": True, "depth": state.queue.depth()}
     except Exception as exc:  # noqa: BLE001
         queue = {"kind": state.settings.queue, "ok": False, "error": str(exc)}
-    overall = "ok" if db["ok"] and cache.get("ok") and engine.get("ok", True) and queue["ok"] else "degraded"
+    replicas_ok = all(r.get("ok") for r in engine.get("replicas") or [])
+    overall = "ok" if db["ok"] and cache.get("ok") and engine.get("ok", True) and replicas_ok and queue["ok"] \
+        else "degraded"
     # adapters switched off (CODE2LORA_ALLOW_ADAPTERS_OFF, the checkpoint does not fit the base model): degraded
     adapters: dict[str, Any] = {"on": state.adapters_off is None}
     if state.adapters_off is not None:

@@ -6,7 +6,7 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 BASE_ADAPTER = "__base__"  # the name of "no adapter" (as in PEFT's ``adapter_names``)
 
@@ -98,6 +98,7 @@ class EngineHealth:
 
     ok: bool
     detail: str = ""
+    replicas: list[dict[str, Any]] | None = None  # one entry per backend replica, where there are several
 
 
 @dataclass
@@ -112,6 +113,7 @@ class EngineStats:
     queued: int = 0
     running: int = 0
     tokens_generated: int = 0
+    replicas: list[dict[str, Any]] | None = None  # per backend replica: url, ok, loaded, served, failovers
 
 
 @runtime_checkable
