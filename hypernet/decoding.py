@@ -36,9 +36,19 @@ _CODE_LINE = re.compile(r"^[ \t]*(?:(?:def|class)[ \t]+\w+[ \t]*[(:]|(?:return|r
                         re.MULTILINE)
 
 
-def vocab_arm_suffix(bias: float) -> str:
-    """How an evaluation names an arm decoded with this penalty: "+vocab" (masked) or "+vocab3" (3 nats)."""
-    return "+vocab" if math.isinf(bias) else f"+vocab{bias:g}"
+def vocab_arm_suffix(bias: float, beam: int = 0) -> str:
+    """How an evaluation names an arm decoded with this penalty: "+vocab" (masked) or "+vocab3" (3 nats), then
+    "+beam4" when names are chosen whole by a beam of that width (`hypernet.namebeam`)."""
+    return ("+vocab" if math.isinf(bias) else f"+vocab{bias:g}") + (f"+beam{beam}" if beam > 0 else "")
+
+
+def describe_arm_suffix(suffix: str) -> str:
+    """A person's words for a suffix of `vocab_arm_suffix` ("" for plain decoding)."""
+    m = re.fullmatch(r"\+vocab([0-9.e+-]*?)(?:\+beam(\d+))?", suffix)
+    if not m:
+        return suffix
+    text = ", repository-vocabulary decoding" + (f" (penalty {m.group(1)})" if m.group(1) else "")
+    return text + (f", whole-name beam {m.group(2)}" if m.group(2) else "")
 
 
 @dataclass
@@ -95,6 +105,17 @@ class TokenIndex:
         if ids:
             no_ws[torch.tensor(ids)] = True
         return cls(size, cont, cont_end, ws, ws_end, punct, digit, pieces, no_ws)
+
+    def ends_inside(self) -> torch.Tensor:
+        """bool [V]: tokens in which a name ends (`cont_end` and `ws_end`: `foo(`, ` bar.`), built once."""
+        cached = self.__dict__.get("_ends_inside")
+        if cached is None:
+            cached = torch.zeros(self.vocab_size, dtype=torch.bool)
+            ids = [i for d in (self.cont_end, self.ws_end) for lst in d.values() for i in lst]
+            if ids:
+                cached[torch.tensor(ids)] = True
+            self.__dict__["_ends_inside"] = cached
+        return cached
 
 
 class RepoVocabulary:
@@ -183,13 +204,36 @@ class VocabRows:
         last = max(text.rfind('"""'), text.rfind("'''"))
         return last >= 0 and bool(_CODE_LINE.search(text[last + 3:]))
 
+    def word(self, r: int) -> str:
+        """The identifier row r is writing ("" between words)."""
+        m = _TRAILING_WORD.search(self.texts[r])
+        return m.group() if m else ""
+
+    def is_name(self, r: int) -> bool:
+        """Is the word row r is writing a whole allowed name (known to the repository or a word of the prompt)?"""
+        word, extra = self.word(r), self._extra[r]
+        if word in self.vocab._name_set:
+            return True
+        k = bisect.bisect_left(extra, word)
+        return bool(word) and k < len(extra) and extra[k] == word
+
+    def select(self, rows: Sequence[int]) -> VocabRows:
+        """A new state whose row i is a copy of row `rows[i]` (beam search forks and prunes rows)."""
+        out = VocabRows.__new__(VocabRows)
+        out.vocab = self.vocab
+        out.texts = [self.texts[r] for r in rows]
+        out._triple = [self._triple[r] for r in rows]
+        out._extra = [self._extra[r] for r in rows]
+        out._extra_start = [self._extra_start[r] for r in rows]
+        out.active = [self.active[r] for r in rows]
+        return out
+
     def allowed(self, r: int) -> torch.Tensor | None:
         """Boolean mask of the tokens row r may produce next; None where nothing is constrained."""
         v, ix = self.vocab, self.vocab.index
         if not self.active[r] or self._free(r):
             return None
-        m = _TRAILING_WORD.search(self.texts[r])
-        word = m.group() if m else ""
+        word = self.word(r)
         extra = self._extra[r]
         extra_start = self._extra_start[r]
         start = v._start if extra_start is None else v._start | extra_start
@@ -206,7 +250,7 @@ class VocabRows:
         mask = torch.zeros(ix.vocab_size, dtype=torch.bool)
         if ids:
             mask[torch.tensor(ids)] = True
-        if word in v._name_set or (in_extra and word == extra[bisect.bisect_left(extra, word)]):
+        if self.is_name(r):
             ws_start = start & ~ix.no_ws
             mask |= ix.punct | ws_start
         return mask

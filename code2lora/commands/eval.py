@@ -50,6 +50,9 @@ def register(app: typer.Typer) -> None:
         vocab_decoding: list[str] = typer.Option([], "--vocab-decoding", help="Also complete every generation arm "
                                                  "with repository-vocabulary decoding at this penalty (inf: names "
                                                  "outside the repository's are masked); arms ARM+vocab[BIAS]."),
+        name_beam: int = typer.Option(0, "--name-beam", min=0, help="With --vocab-decoding: also choose each "
+                                      "name a completion starts with whole, by a beam of this width over the "
+                                      "allowed names; arms ARM+vocab[BIAS]+beamW."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
         if cut_mode not in ("boundary", "inside", "both"):
@@ -68,7 +71,7 @@ def register(app: typer.Typer) -> None:
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None,
                            skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm),
-                           vocab_biases=[_parse_bias(b) for b in vocab_decoding])
+                           vocab_biases=[_parse_bias(b) for b in vocab_decoding], name_beam=name_beam)
         try:
             report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         except NoRepositories as exc:

@@ -91,7 +91,8 @@ def _pad_id(tokenizer: Any) -> int:
 
 @torch.no_grad()
 def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad: int, eos: int | None,
-            use_cache: bool, stop_check: Any, vocab_rows: VocabRows | None = None) -> list[list[int]]:
+            use_cache: bool, stop_check: Any, vocab_rows: VocabRows | None = None,
+            name_beam: int = 0) -> list[list[int]]:
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     ids = torch.tensor([[pad] * (width - len(p)) + list(p) for p in prompts], device=device)
@@ -99,6 +100,7 @@ def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad
     done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
     new: list[torch.Tensor] = []
     past = None
+    forced: list[list[int]] = []
     cur_ids, cur_mask = ids, mask
     for step in range(max_new_tokens):
         pos = (cur_mask.cumsum(-1) - 1).clamp(min=0)
@@ -111,9 +113,15 @@ def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad
             out = model(input_ids=cur_ids, attention_mask=cur_mask, position_ids=pos, use_cache=False,
                         logits_to_keep=1)
         logits = out.logits[:, -1].float()
+        if step == 0 and name_beam > 0 and vocab_rows is not None and use_cache:
+            forced = _beam_heads(model, past, logits, cur_mask, vocab_rows, name_beam, max_new_tokens)
         if vocab_rows is not None:
             logits = vocab_rows.apply(logits)
         nxt = logits.argmax(-1)
+        if forced:  # the whole names the beam chose are written as they are
+            for r, head in enumerate(forced):
+                if step < len(head):
+                    nxt[r] = head[step]
         if vocab_rows is not None:
             vocab_rows.advance(torch.where(done, torch.full_like(nxt, -1), nxt).tolist())
         new.append(torch.where(done, torch.full_like(nxt, -1), nxt))  # -1: the row had finished
@@ -140,7 +148,7 @@ def _greedy(model: nn.Module, prompts: list[list[int]], max_new_tokens: int, pad
 def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[int]], *, max_new_tokens: int,
              adapter: AdapterArg = None, scaling: float | Sequence[float] = 1.0, batch_size: int = 16,
              use_cache: bool = True, stop_at_newline: bool = False,
-             vocab: RepoVocabulary | None = None) -> list[str]:
+             vocab: RepoVocabulary | None = None, name_beam: int = 0) -> list[str]:
     """Greedy completions (decoded text of the new tokens, up to EOS) for token-id prompts, batched with left
     padding and an attention mask, with the KV cache.
 
@@ -151,6 +159,8 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
     call: the model must not serve other requests meanwhile. `stop_at_newline` ends early once every row
     has produced a line break past its first non-blank character (the rest of the line is all that is read).
     `vocab`: repository-vocabulary decoding (`hypernet.decoding`): identifiers stay on the repository's names.
+    `name_beam` (with `vocab`): where a completion starts with (or inside) a name, choose that whole name by a beam
+    of this width over the allowed names (`hypernet.namebeam`), then go on greedily.
     """
     prompts = [list(p) for p in prompts_ids]
     if not prompts:
@@ -164,6 +174,8 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
         texts = tokenizer.batch_decode([[t for t in row if t >= 0] for row in gen.tolist()])
         return torch.tensor(["\n" in t.lstrip() for t in texts], device=gen.device)
 
+    if name_beam > 0 and (resolved.rows is not None or resolved.expanded):
+        batch_size = 1  # beams of one row share its adapter: one row per batch broadcasts over them
     # similar lengths together: less padding; results are put back in order
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     results: list[str] = [""] * len(prompts)
@@ -174,13 +186,27 @@ def complete(model: nn.Module, tokenizer: Any, prompts_ids: Sequence[Sequence[in
         vrows = vocab.rows(tokenizer.batch_decode(batch)) if vocab is not None else None
         stop = newline_check if stop_at_newline else None
         if rows is None:
-            gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows)
+            gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows, name_beam)
         else:
             with applied_lora(model, rows, sc):
-                gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows)
+                gen = _greedy(model, batch, max_new_tokens, pad, eos, use_cache, stop, vrows, name_beam)
         for i, g in zip(idx, gen, strict=False):
             results[i] = tokenizer.decode(g, skip_special_tokens=False, clean_up_tokenization_spaces=False)
     return results
+
+
+def _beam_heads(model: nn.Module, past: Any, logits: torch.Tensor, mask: torch.Tensor, vocab_rows: VocabRows,
+                width: int, max_tokens: int) -> list[list[int]]:
+    """Per row of a batch just prefilled, the whole name its completion starts with ([] where none), chosen by
+    `hypernet.namebeam` from a copy of that row's KV cache."""
+    from hypernet.namebeam import beam_from, cache_rows
+
+    heads: list[list[int]] = []
+    for r in range(logits.shape[0]):
+        head = beam_from(model, cache_rows(past, [r]), logits[r: r + 1], mask[r: r + 1], vocab_rows.select([r]),
+                         width=width, max_tokens=max_tokens)
+        heads.append(head or [])
+    return heads
 
 
 @torch.no_grad()

@@ -96,3 +96,26 @@ def test_gen_skip_arms_keeps_losses_but_skips_completions(toy_repos, tokenizer):
     for res in raw["results"]:
         assert {"average", "other"} <= set(res["arms"])  # still scored on losses
         assert set(res["generation"]["ident"]["boundary"]) == {"base", "own"}
+
+
+def test_vocabulary_and_name_beam_arms_are_completed_and_compared(toy_repos, tokenizer):
+    import math
+
+    from training.eval.report import arm_label
+
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
+    opts = EvalOptions(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=10, lines_per_repo=0, asserts_per_repo=0,
+                       cuts_per_repo=3, cut_prefix_tokens=48, ident_new_tokens=6, gen_lines_per_repo=0,
+                       side_by_side=0, own_rank=False, gen_skip_arms=["average", "other"], vocab_biases=[math.inf],
+                       name_beam=2)
+    raw = Evaluator(model, tokenizer, net, toy_repos[:2], feats[:2], opts).run()
+    arms = {"base", "own", "base+vocab", "own+vocab", "base+vocab+beam2", "own+vocab+beam2",
+            "average+vocab", "average+vocab+beam2", "other+vocab", "other+vocab+beam2"}
+    for res in raw["results"]:
+        assert set(res["generation"]["ident"]["boundary"]) == arms
+    report = build_report(raw, tokenizer, n_boot=10, side_by_side=0)
+    pairs = {(c["a"], c["b"]) for c in report["generation"]["modes"]["boundary"]["comparisons"]}
+    assert {("own+vocab+beam2", "own+vocab"), ("base+vocab+beam2", "base+vocab"),
+            ("own+vocab+beam2", "base+vocab+beam2"), ("own+vocab", "base+vocab")} <= pairs
+    assert arm_label("own+vocab+beam2") == "generated, own repo, repository-vocabulary decoding, whole-name beam 2"
+    assert arm_label("base+vocab3") == "base model, repository-vocabulary decoding (penalty 3)"

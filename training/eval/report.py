@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from hypernet.decoding import describe_arm_suffix
 from training.eval.metrics import (
     bootstrap_ci,
     delta_cosine_matrix,
@@ -32,11 +33,7 @@ ARM_LABEL = {
 def arm_label(arm: str) -> str:
     """A person's name for an arm; decoded variants say how they were decoded."""
     base, sfx = decoded_arm(arm)
-    label = ARM_LABEL.get(base, base)
-    if sfx:
-        bias = sfx[len("+vocab"):]
-        label += ", repository-vocabulary decoding" + (f" (penalty {bias})" if bias else "")
-    return label
+    return ARM_LABEL.get(base, base) + describe_arm_suffix(sfx)
 
 
 METRICS = (("loss", "chunk", "next-token loss"), ("ident_loss", "chunk", "loss on repo-identifier tokens"),
@@ -129,7 +126,7 @@ def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str]
 
 
 GEN_COMPARISONS = (("own", "base"), ("own", "average"), ("own", "other"), ("per_repo_lora", "base"))
-SIDE_BY_SIDE_ARMS = ("own", "base", "other", "own+vocab", "base+vocab")
+SIDE_BY_SIDE_ARMS = ("own", "base", "other", "own+vocab", "base+vocab", "own+vocab+beam4", "base+vocab+beam4")
 
 
 def decoded_arm(arm: str) -> tuple[str, str]:
@@ -148,6 +145,9 @@ def gen_pairs(arms: Iterable[str]) -> list[tuple[str, str]]:
     for sfx in suffixes:
         pairs += [(a + sfx, b + sfx) for a, b in GEN_COMPARISONS]
         pairs += [("own" + sfx, "base"), ("own" + sfx, "own"), ("base" + sfx, "base")]
+        if "+beam" in sfx:  # what the whole-name beam buys over the same mask without it
+            plain = sfx[: sfx.index("+beam")]
+            pairs += [("own" + sfx, "own" + plain), ("base" + sfx, "base" + plain)]
     pairs += [("own", x) for x in names if x not in ARM_ORDER and not decoded_arm(x)[1]]
     return [(a, b) for a, b in pairs if a in names and b in names]
 

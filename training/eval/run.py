@@ -84,6 +84,9 @@ class EvalOptions:
     own_rank: bool = True  # rank the own adapter among all generated ones on each repository's chunks (N^2 passes)
     # repository-vocabulary decoding (hypernet.decoding): each generation arm again per penalty (inf: mask)
     vocab_biases: list[float] = field(default_factory=list)
+    # whole-name beam (hypernet.namebeam) of this width on top of each repository-vocabulary decoding: arms
+    # "own+vocab+beam4" beside "own+vocab" (0: none)
+    name_beam: int = 0
 
 
 @dataclass
@@ -366,29 +369,31 @@ class Evaluator:
         known = known_identifiers(repo_context(repo))
         modes = list(CUT_MODES) if o.cut_mode == "both" else [o.cut_mode]
         out: dict[str, Any] = {"cuts": {}, "ident": {}, "line_cases": [], "lines": {}}
-        decodings = [("", None)] + [(vocab_arm_suffix(b), RepoVocabulary(self.token_index(), known, b))
-                                    for b in o.vocab_biases]
+        vocabs = [(b, RepoVocabulary(self.token_index(), known, b)) for b in o.vocab_biases]
+        beams = [0] + ([o.name_beam] if o.name_beam > 0 else [])
+        decodings = [("", None, 0)] + [(vocab_arm_suffix(b, w), v, w) for b, v in vocabs for w in beams]
         for mode in modes if o.cuts_per_repo > 0 else []:
             cuts = repo_cuts(files, self.tok, idents, n=o.cuts_per_repo, seed=o.seed,
                              max_prefix_tokens=o.cut_prefix_tokens, mode=mode)
             out["cuts"][mode] = cuts
             out["ident"][mode] = {}
-            for (arm, (adapters, scaling)), (suffix, vocab) in itertools.product(arms.items(), decodings):
+            for (arm, (adapters, scaling)), (suffix, vocab, beam) in itertools.product(arms.items(), decodings):
                 if arm + suffix in o.gen_skip_arms:
                     continue
                 comps = complete(self.model, self.tok, [c.prefix_ids for c in cuts], max_new_tokens=o.ident_new_tokens,
-                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, vocab=vocab)
+                                 adapter=adapters, scaling=scaling, batch_size=o.gen_batch, vocab=vocab,
+                                 name_beam=beam)
                 out["ident"][mode][arm + suffix] = identifier_metrics(cuts, comps, known)
         if o.gen_lines_per_repo > 0:
             cases = repo_line_cases(files, self.tok, n=o.gen_lines_per_repo, seed=o.seed,
                                     max_prefix_tokens=o.line_prefix_tokens, max_target_tokens=o.line_new_tokens)
             out["line_cases"] = cases
-            for (arm, (adapters, scaling)), (suffix, vocab) in itertools.product(arms.items(), decodings):
+            for (arm, (adapters, scaling)), (suffix, vocab, beam) in itertools.product(arms.items(), decodings):
                 if arm + suffix in o.gen_skip_arms:
                     continue
                 comps = complete(self.model, self.tok, [c.prefix_ids for c in cases], max_new_tokens=o.line_new_tokens,
                                  adapter=adapters, scaling=scaling, batch_size=o.gen_batch, stop_at_newline=True,
-                                 vocab=vocab)
+                                 vocab=vocab, name_beam=beam)
                 out["lines"][arm + suffix] = line_metrics(cases, comps)
         return out
 
