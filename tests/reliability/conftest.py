@@ -150,3 +150,17 @@ def throwaway_postgres() -> Iterator[ThrowawayPostgres]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def modelless_settings(tmp_path: Path):
+    """Settings(**overrides) without a model (engine none: nothing loads one), on SQLite under tmp_path; the
+    shared `make_settings` would build the tiny test model and run once per backend."""
+    from service.settings import Settings
+
+    def _make(**overrides: object) -> Settings:
+        fields: dict[str, object] = dict(data_dir=tmp_path / "data", engine="none", model_cache=tmp_path / "models")
+        fields.update(overrides)
+        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
+
+    return _make

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -23,29 +22,11 @@ OTHER = ("198.51.100.9", 40000)
 
 
 @pytest.fixture
-def backend() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path):
-    """Settings without a model (nothing here loads one): the shared fixture would build the tiny test model."""
-    from service.settings import Settings
-
-    def _make(**overrides: object) -> Settings:
-        fields: dict[str, object] = dict(data_dir=tmp_path / "data", engine="none", model_cache=tmp_path / "models")
-        fields.update(overrides)
-        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
-
-    return _make
-
-
-@pytest.fixture
-def app_with_keys(make_settings):
+def app_with_keys(modelless_settings):
     from service.api.app import create_app
 
     def _make(**overrides: object):
-        return create_app(make_settings(host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()],
+        return create_app(modelless_settings(host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()],
                                         **overrides))
 
     return _make

@@ -30,24 +30,6 @@ KEY = "leak-test-key-0123456789"
 REMOTE = ("203.0.113.20", 41000)
 
 
-@pytest.fixture
-def backend() -> str:
-    return "sqlite"
-
-
-@pytest.fixture
-def make_settings(tmp_path: Path):
-    """Settings without a model (nothing here loads one): the shared fixture would build the tiny test model."""
-    from service.settings import Settings
-
-    def _make(**overrides: object) -> Settings:
-        fields: dict[str, object] = dict(data_dir=tmp_path / "data", engine="none", model_cache=tmp_path / "models")
-        fields.update(overrides)
-        return Settings(_env_file=None, **fields)  # type: ignore[call-arg]
-
-    return _make
-
-
 def _job(state, job_id: str) -> None:
     with state.sessions.begin() as s:
         repo = Repository(name=f"r{job_id}", url=f"https://example.com/o/{job_id}.git", branch="", status="queued")
@@ -56,11 +38,11 @@ def _job(state, job_id: str) -> None:
         s.add(Job(id=job_id, kind="ingest", repository_id=repo.id, status="queued"))
 
 
-def test_a_crashed_job_shows_an_error_id_not_its_paths(make_settings, monkeypatch: pytest.MonkeyPatch,
+def test_a_crashed_job_shows_an_error_id_not_its_paths(modelless_settings, monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     from service.jobs import ingest
 
-    state = build_state(make_settings(), start_queue=False)
+    state = build_state(modelless_settings(), start_queue=False)
     secret_path = f"{sys.prefix}/lib/python3/site-packages/transformers/__init__.py"
     workspace_file = state.settings.workspace_dir / "1" / "checkout" / "x.py"
 
@@ -92,10 +74,10 @@ def test_a_crashed_job_shows_an_error_id_not_its_paths(make_settings, monkeypatc
         state.close()
 
 
-def test_job_error_messages_are_scrubbed_of_server_folders(make_settings, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_job_error_messages_are_scrubbed_of_server_folders(modelless_settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from service.jobs import ingest
 
-    state = build_state(make_settings(), start_queue=False)
+    state = build_state(modelless_settings(), start_queue=False)
     where = state.settings.workspace_dir / "7" / "checkout"
 
     def fail(state, job, report):
@@ -112,16 +94,16 @@ def test_job_error_messages_are_scrubbed_of_server_folders(make_settings, monkey
         state.close()
 
 
-def _app(make_settings, **overrides: object):
+def _app(modelless_settings, **overrides: object):
     from service.api.app import create_app
 
-    return create_app(make_settings(**overrides))
+    return create_app(modelless_settings(**overrides))
 
 
-def test_healthz_details_only_for_clients_with_api_access(make_settings) -> None:
+def test_healthz_details_only_for_clients_with_api_access(modelless_settings) -> None:
     parts = {"database", "redis", "engine", "queue"}
     # Open loopback service (no keys): a loopback client sees the parts, a remote one only the status.
-    app = _app(make_settings)
+    app = _app(modelless_settings)
     with TestClient(app, client=LOOPBACK_CLIENT) as local, TestClient(app, client=REMOTE) as remote:
         full = local.get("/healthz")
         assert full.status_code == 200 and parts <= set(full.json()), full.json()
@@ -130,7 +112,7 @@ def test_healthz_details_only_for_clients_with_api_access(make_settings) -> None
         proxied = local.get("/healthz", headers={"X-Forwarded-For": "198.51.100.1"})
         assert proxied.json() == {"status": full.json()["status"]}
     # With keys: the key shows the parts, from anywhere; no key or a wrong one shows the status.
-    app = _app(make_settings, host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()])
+    app = _app(modelless_settings, host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()])
     with TestClient(app, client=REMOTE) as remote:
         assert parts <= set(remote.get("/healthz", headers={"Authorization": f"Bearer {KEY}"}).json())
         for headers in ({}, {"Authorization": "Bearer wrong"}):
@@ -138,9 +120,9 @@ def test_healthz_details_only_for_clients_with_api_access(make_settings) -> None
             assert set(body) == {"status"}, body
 
 
-def test_healthz_summary_hides_redis_host_and_adapter_names(make_settings) -> None:
+def test_healthz_summary_hides_redis_host_and_adapter_names(modelless_settings) -> None:
     # Redis on a closed loopback port: the detailed answer names it, the summary must not.
-    app = _app(make_settings, redis_url="redis://127.0.0.1:1/0")
+    app = _app(modelless_settings, redis_url="redis://127.0.0.1:1/0")
     with TestClient(app, client=LOOPBACK_CLIENT) as local, TestClient(app, client=REMOTE) as remote:
         detailed = local.get("/healthz").text
         summary = remote.get("/healthz")
@@ -149,14 +131,14 @@ def test_healthz_summary_hides_redis_host_and_adapter_names(make_settings) -> No
         assert len(summary.text) < len(detailed)
 
 
-def test_metrics_need_api_access(make_settings) -> None:
-    app = _app(make_settings)
+def test_metrics_need_api_access(modelless_settings) -> None:
+    app = _app(modelless_settings)
     with TestClient(app, client=LOOPBACK_CLIENT) as local, TestClient(app, client=REMOTE) as remote:
         assert local.get("/metrics").status_code == 200
         assert "code2lora_http_requests_total" in local.get("/metrics").text
         refused = remote.get("/metrics")
         assert refused.status_code == 401 and "code2lora_" not in refused.text
-    app = _app(make_settings, host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()])
+    app = _app(modelless_settings, host="0.0.0.0", api_keys=["sha256:" + hashlib.sha256(KEY.encode()).hexdigest()])
     with TestClient(app, client=REMOTE) as remote:
         assert remote.get("/metrics").status_code == 401
         assert remote.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
@@ -164,8 +146,8 @@ def test_metrics_need_api_access(make_settings) -> None:
         assert ok.status_code == 200 and "code2lora_http_requests_total" in ok.text
 
 
-def test_scrubbing_keeps_user_text(make_settings) -> None:
-    settings = make_settings()
+def test_scrubbing_keeps_user_text(modelless_settings) -> None:
+    settings = modelless_settings()
     assert runner.public_message("git clone failed for file:///srv/repos/x: not found", settings) == \
         "git clone failed for file:///srv/repos/x: not found"
     assert runner.public_message(f"{Path(settings.data_dir)}/code2lora.db is locked", settings) == \
