@@ -47,7 +47,14 @@ def test_k8s_manifests_parse() -> None:
     docs = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/code2lora.yaml").read_text()) if d]
     kinds = {(d["kind"], d["metadata"]["name"]) for d in docs}
     assert ("Deployment", "code2lora-api") in kinds and ("Deployment", "code2lora-worker") in kinds
-    vllm = next(d for d in docs if d["metadata"]["name"] == "code2lora-vllm" and d["kind"] == "Deployment")
+    vllm = next(d for d in docs if d["metadata"]["name"] == "code2lora-vllm" and d["kind"] == "StatefulSet")
     assert vllm["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    # replicas addressed one by one (adapter affinity): a headless Service and one URL per StatefulSet pod
+    service = next(d for d in docs if d["metadata"]["name"] == vllm["spec"]["serviceName"] and d["kind"] == "Service")
+    assert service["spec"]["clusterIP"] == "None"
+    config = next(d for d in docs if d["kind"] == "ConfigMap")["data"]
+    port = service["spec"]["ports"][0]["port"]
+    assert config["CODE2LORA_VLLM_URLS"].split(",") == [
+        f"http://code2lora-vllm-{i}.{service['metadata']['name']}:{port}" for i in range(vllm["spec"]["replicas"])]
     api = next(d for d in docs if d["metadata"]["name"] == "code2lora-api" and d["kind"] == "Deployment")
     assert api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,11 +20,10 @@ import pytest
 from service.engines import AdapterRef, EngineAuthFailed, GenerationRequest, SamplingParams
 from service.engines.local import LocalEngine
 from service.engines.vllm import VllmEngine
+from testkit.vllm import VENV, start_vllm
 
 from .tiny import make_adapter
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = Path(os.environ.get("VLLM_VENV", ROOT / ".venv-vllm"))
 TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PROMPTS = ["def fibonacci(n):", "import numpy as np\n", "The capital of France is", "class Stack:\n    def"]
 API_KEY = "c2l-test-vllm-key"  # the module's vLLM runs with --api-key
@@ -35,12 +31,6 @@ API_KEY = "c2l-test-vllm-key"  # the module's vLLM runs with --api-key
 # vLLM cold starts take minutes on 2 cores: a longer limit than the suite's 600 s per test.
 pytestmark = [pytest.mark.vllm, pytest.mark.slow, pytest.mark.timeout(1800),
               pytest.mark.skipif(not (VENV / "bin" / "python").exists(), reason=".venv-vllm is absent")]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +46,16 @@ def vllm_url(model_dir, tmp_path_factory):
     if external:  # a vLLM already running: deploy/vllm/run-cpu.sh MODEL PORT --api-key <API_KEY>, MAX_LORAS=4
         yield external.rstrip("/")
         return
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm") / "vllm.log"
-    env = dict(os.environ, MAX_LORAS="4", MAX_MODEL_LEN="1024")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(["bash", str(ROOT / "deploy/vllm/run-cpu.sh"), str(model_dir), str(port),
-                                 "--api-key", API_KEY],
-                                stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    server = start_vllm(model_dir, tmp_path_factory.mktemp("vllm") / "vllm.log", ["--api-key", API_KEY],
+                        env={"MAX_LORAS": "4", "MAX_MODEL_LEN": "1024"})
     try:
-        deadline = time.time() + float(os.environ.get("CODE2LORA_TEST_VLLM_START_S", "420"))
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.time() > deadline:
-                pytest.fail(f"vLLM did not come up:\n{log.read_text()[-3000:]}")
-            time.sleep(2)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # only the group this fixture started
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            server.wait_ready(time.monotonic() + float(os.environ.get("CODE2LORA_TEST_VLLM_START_S", "420")))
+        except RuntimeError as exc:
+            pytest.fail(str(exc))
+        yield server.url
+    finally:
+        server.kill()
 
 
 def test_vllm_matches_local_engine(model_dir, vllm_url, tmp_path):
