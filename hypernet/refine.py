@@ -139,6 +139,91 @@ def split_files(files: Mapping[str, str], val_fraction: float, seed: int) -> tup
     return {p: files[p] for p in paths if p not in val}, {p: files[p] for p in val}
 
 
+class _Trainable:
+    """A float32 copy of the starting tensors that gets gradients (A and B only), with its Adam optimiser."""
+
+    def __init__(self, start: LoraTensors, device: torch.device, lr: float) -> None:
+        self.device = device
+        self.start = {p: (a.detach().to(device, torch.float32), b.detach().to(device, torch.float32))
+                      for p, (a, b) in start.items()}
+        self.params = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True))
+                       for p, (a, b) in self.start.items()}
+        self.leaves = [t for ab in self.params.values() for t in ab]
+        self.opt = torch.optim.Adam(self.leaves, lr=lr)
+
+    def step(self, loss: torch.Tensor, grad_clip: float) -> None:
+        """One optimiser step on `loss` (gradients reach A and B only, never the shared base weights)."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward(inputs=self.leaves)
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.leaves, grad_clip)
+        self.opt.step()
+
+    def snapshot(self) -> LoraTensors:
+        return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in self.params.items()}
+
+
+class _Cycle:
+    """Indices 0..n-1 in a fresh seeded shuffle each pass."""
+
+    def __init__(self, n: int, gen: torch.Generator) -> None:
+        self.n, self.gen = n, gen
+        self.order, self.cursor = torch.randperm(n, generator=gen).tolist(), 0
+
+    def take(self, k: int) -> list[int]:
+        out = []
+        for _ in range(min(k, self.n)):
+            if self.cursor == self.n:
+                self.order, self.cursor = torch.randperm(self.n, generator=self.gen).tolist(), 0
+            out.append(self.order[self.cursor])
+            self.cursor += 1
+        return out
+
+
+class _Selection:
+    """The step and time budget, and the best tensors on validation with patience (both methods share it)."""
+
+    def __init__(self, cfg: RefineConfig, t0: float, start: LoraTensors, first: dict[str, float] | None) -> None:
+        self.cfg, self.t0 = cfg, t0
+        self.first, self.best, self.best_step, self.best_val = first, start, 0, first
+        self.bad_checks, self.steps, self.stopped = 0, 0, "steps"
+        self.history: list[dict[str, float]] = []
+        self._step_s = 0.0
+
+    def stepped(self, step: int, t_step: float) -> tuple[bool, bool]:
+        """After step `step` (begun at `t_step`): (validate now, out of time)."""
+        self.steps = step
+        self._step_s = max(self._step_s, time.perf_counter() - t_step)
+        out_of_time = time.perf_counter() - self.t0 + self._step_s > self.cfg.max_seconds  # another would not fit
+        last = step == self.cfg.steps or out_of_time
+        return self.first is not None and (step % self.cfg.eval_every == 0 or last), out_of_time
+
+    def checked(self, step: int, v: dict[str, float], better: bool, snapshot: Callable[[], LoraTensors]) -> bool:
+        """Record a validation result; True when patience has run out (stop)."""
+        if better:
+            self.best, self.best_step, self.best_val, self.bad_checks = snapshot(), step, v, 0
+            return False
+        self.bad_checks += 1
+        if self.bad_checks >= self.cfg.patience:
+            self.stopped = "early"
+            return True
+        return False
+
+    def result(self, start: LoraTensors, last: LoraTensors, metrics: dict[str, Any]) -> RefineResult:
+        """The best tensors (the last ones when there was nothing to validate on), in the start's dtype."""
+        if self.first is None:
+            self.best, self.best_step = last, self.steps
+        metrics = {"method": self.cfg.method, "stopped": self.stopped, "best_step": self.best_step, **metrics,
+                   "history": self.history}
+        if self.first is not None:
+            metrics["val_start"] = {k: round(x, 5) for k, x in self.first.items()}
+        if self.best_val is not None:
+            metrics["val_best"] = {k: round(x, 5) for k, x in self.best_val.items()}
+        out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in self.best.items()}
+        return RefineResult(out, metrics, self.steps, time.perf_counter() - self.t0, self.stopped != "steps",
+                            config=asdict(self.cfg))
+
+
 def _token_losses(model: Any, tensors: LoraTensors, scaling: float, ids: torch.Tensor) -> torch.Tensor:
     """Logits of the next tokens under the adapter: [B, S-1, V]."""
     with applied_lora(model, tensors, scaling):
@@ -212,89 +297,50 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
     if val.ids.shape[0] == 0 and train.ids.shape[0] >= 2:  # one file: validate on its last window
         val = _Stream(train.ids[-1:], train.ident[-1:])
         train = _Stream(train.ids[:-1], train.ident[:-1])
-    device = next(model.parameters()).device
-
-    start_f = {p: (a.detach().to(device, torch.float32), b.detach().to(device, torch.float32)) for p, (a, b) in start.items()}
-    params = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for p, (a, b) in start_f.items()}
-    leaves = [t for ab in params.values() for t in ab]
-    opt = torch.optim.Adam(leaves, lr=cfg.lr)
+    tr = _Trainable(start, next(model.parameters()).device, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(train.ids.shape[0], generator=gen).tolist()
-    cursor = 0
-
-    def snapshot() -> LoraTensors:
-        return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in params.items()}
-
-    has_val = val.ids.shape[0] > 0
-    first = _validate(model, start_f, scaling, val, cfg.ident_weight, cfg.batch) if has_val else None
+    cycle = _Cycle(train.ids.shape[0], gen)
+    first = _validate(model, tr.start, scaling, val, cfg.ident_weight, cfg.batch) if val.ids.shape[0] else None
+    sel = _Selection(cfg, t0, tr.snapshot(), first)
     best_obj = first["objective"] if first else math.inf
-    best, best_step, best_val = snapshot(), 0, first
-    bad_checks, steps, stopped, history = 0, 0, "steps", []
     train_first = train_last = math.nan
     report(0.0, f"refining on {train.ids.shape[0]} windows of {train.ids.shape[1]} tokens"
                 f" ({int(train.ident.sum())} identifier tokens), validating on {val.ids.shape[0]}")
-    step_s = 0.0
     for step in range(1, cfg.steps + 1):
         t_step = time.perf_counter()
-        batch_idx = []
-        for _ in range(min(cfg.batch, train.ids.shape[0])):
-            if cursor == len(order):
-                order, cursor = torch.randperm(train.ids.shape[0], generator=gen).tolist(), 0
-            batch_idx.append(order[cursor])
-            cursor += 1
-        ids, ident = train.ids[batch_idx].to(device), train.ident[batch_idx].to(device)
+        batch_idx = cycle.take(cfg.batch)
+        ids, ident = train.ids[batch_idx].to(tr.device), train.ident[batch_idx].to(tr.device)
         start_logp = None
         if cfg.kl_weight > 0:
             with torch.no_grad():
-                start_logp = F.log_softmax(_token_losses(model, start_f, scaling, ids), dim=-1)
+                start_logp = F.log_softmax(_token_losses(model, tr.start, scaling, ids), dim=-1)
         with torch.enable_grad():
-            logits = _token_losses(model, params, scaling, ids)
-            loss, stats = _objective(logits, ids, ident, cfg.ident_weight, start_logp, cfg.kl_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward(inputs=leaves)  # gradients reach A and B only, never the (shared) base weights
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
-        opt.step()
+            logits = _token_losses(model, tr.params, scaling, ids)
+            loss, _ = _objective(logits, ids, ident, cfg.ident_weight, start_logp, cfg.kl_weight)
+            tr.step(loss, cfg.grad_clip)
         del logits, start_logp
-        steps = step
         train_last = float(loss.detach())
         if step == 1:
             train_first = train_last
-        step_s = max(step_s, time.perf_counter() - t_step)
-        elapsed = time.perf_counter() - t0
         report(step / cfg.steps, f"step {step}/{cfg.steps}: loss {train_last:.4f}")
-        out_of_time = elapsed + step_s > cfg.max_seconds  # another step would not fit the budget
-        last = step == cfg.steps or out_of_time
-        if has_val and (step % cfg.eval_every == 0 or last):
-            v = _validate(model, params, scaling, val, cfg.ident_weight, cfg.batch)
-            history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}})
-            if v["objective"] < best_obj - 1e-6:
-                best_obj, best, best_step, best_val, bad_checks = v["objective"], snapshot(), step, v, 0
-            else:
-                bad_checks += 1
-                if bad_checks >= cfg.patience:
-                    stopped = "early"
-                    break
+        check, out_of_time = sel.stepped(step, t_step)
+        if check:
+            v = _validate(model, tr.params, scaling, val, cfg.ident_weight, cfg.batch)
+            sel.history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}})
+            better = v["objective"] < best_obj - 1e-6
+            if better:
+                best_obj = v["objective"]
+            if sel.checked(step, v, better, tr.snapshot):
+                break
         if out_of_time and step < cfg.steps:
-            stopped = "time"
+            sel.stopped = "time"
             break
-    if not has_val:  # nothing to select on: keep the last tensors
-        best, best_step = snapshot(), steps
-    seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "method": cfg.method, "stopped": stopped, "best_step": best_step,
+    return sel.result(start, tr.snapshot(), {
         "train_windows": int(train.ids.shape[0]), "val_windows": int(val.ids.shape[0]),
         "train_files": len(train_files), "val_files": len(val_files),
         "ident_token_share": round(float(train.ident.float().mean()), 4),
         "train_loss_first": round(train_first, 5), "train_loss_last": round(train_last, 5),
-        "history": history,
-    }
-    if first is not None:
-        metrics["val_start"] = {k: round(x, 5) for k, x in first.items()}
-    if best_val is not None:
-        metrics["val_best"] = {k: round(x, 5) for k, x in best_val.items()}
-    out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in best.items()}
-    return RefineResult(out, metrics, steps, seconds, stopped != "steps", config=asdict(cfg))
+    })
 
 
 def _rl_validate(model: Any, tokenizer: Any, tensors: LoraTensors, scaling: float, prompts: list[RLPrompt],
@@ -329,19 +375,10 @@ def _refine_rl(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, c
         k = max(1, min(cfg.rl_val_prompts, len(train) // 4))
         train, val_prompts = train[:-k], train[-k:]
     val = _windows(*tokenize_files(tokenizer, val_files, repo_idents), cfg.seq_len, cfg.val_windows)
-    device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-
-    start_f = {p: (a.detach().to(device, torch.float32), b.detach().to(device, torch.float32)) for p, (a, b) in start.items()}
-    params = {p: (a.clone().requires_grad_(True), b.clone().requires_grad_(True)) for p, (a, b) in start_f.items()}
-    leaves = [t for ab in params.values() for t in ab]
-    opt = torch.optim.Adam(leaves, lr=cfg.lr)
+    tr = _Trainable(start, next(model.parameters()).device, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    order = torch.randperm(len(train), generator=gen).tolist()
-    cursor = 0
-
-    def snapshot() -> LoraTensors:
-        return {p: (a.detach().clone(), b.detach().clone()) for p, (a, b) in params.items()}
+    cycle = _Cycle(len(train), gen)
 
     def check(tensors: LoraTensors) -> dict[str, float]:
         out = _rl_validate(model, tokenizer, tensors, scaling, val_prompts, known, cfg) if val_prompts else {}
@@ -349,75 +386,47 @@ def _refine_rl(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, c
             out.update(_validate(model, tensors, scaling, val, cfg.ident_weight, cfg.batch))
         return out
 
-    has_val = bool(val_prompts)
-    first = check(start_f) if has_val else None
+    first = check(tr.start) if val_prompts else None
+    sel = _Selection(cfg, t0, tr.snapshot(), first)
     best_reward = first["reward"] if first else -math.inf
     loss_cap = first.get("loss", math.inf) + cfg.rl_loss_tolerance if first else math.inf
-    best, best_step, best_val = snapshot(), 0, first
-    bad_checks, steps, stopped, history = 0, 0, "steps", []
     reward_first = reward_last = math.nan
     invented = produced = 0
     report(0.0, f"RL refinement on {len(train)} prompts ({cfg.rl_group} rollouts of {cfg.rl_new_tokens} tokens "
                 f"each, {cfg.rl_prompts} prompts a step), validating on {len(val_prompts)} prompts")
-    step_s = 0.0
     for step in range(1, cfg.steps + 1):
         t_step = time.perf_counter()
-        chosen = []
-        for _ in range(min(cfg.rl_prompts, len(train))):
-            if cursor == len(order):
-                order, cursor = torch.randperm(len(train), generator=gen).tolist(), 0
-            chosen.append(train[order[cursor]])
-            cursor += 1
-        ro = collect(model, tokenizer, params, scaling, chosen, known, group=cfg.rl_group,
+        chosen = [train[k] for k in cycle.take(cfg.rl_prompts)]
+        ro = collect(model, tokenizer, tr.params, scaling, chosen, known, group=cfg.rl_group,
                      new_tokens=cfg.rl_new_tokens, temperature=cfg.rl_temperature, ident_weight=cfg.rl_ident_reward,
                      sim_weight=cfg.rl_sim_reward, generator=gen)
-        loss, stats = rl_loss(model, params, start_f, scaling, ro, group=cfg.rl_group, kl_weight=cfg.kl_weight,
+        loss, stats = rl_loss(model, tr.params, tr.start, scaling, ro, group=cfg.rl_group, kl_weight=cfg.kl_weight,
                               pad_id=int(pad_id))
-        opt.zero_grad(set_to_none=True)
-        loss.backward(inputs=leaves)  # gradients reach A and B only, never the (shared) base weights
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(leaves, cfg.grad_clip)
-        opt.step()
+        tr.step(loss, cfg.grad_clip)
         del loss
-        steps = step
         invented += ro.invented
         produced += ro.invented + ro.known
         reward_last = float(ro.rewards.mean())
         if step == 1:
             reward_first = reward_last
-        step_s = max(step_s, time.perf_counter() - t_step)
-        elapsed = time.perf_counter() - t0
         report(step / cfg.steps, f"step {step}/{cfg.steps}: reward {reward_last:.3f}, "
                                  f"{ro.invented}/{ro.invented + ro.known} identifiers invented")
-        out_of_time = elapsed + step_s > cfg.max_seconds
-        last = step == cfg.steps or out_of_time
-        if has_val and (step % cfg.eval_every == 0 or last):
-            v = check(params)
-            history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}, **{k: round(x, 5) for k, x in stats.items()}})
-            if v["reward"] > best_reward + 1e-6 and v.get("loss", -math.inf) <= loss_cap:
-                best_reward, best, best_step, best_val, bad_checks = v["reward"], snapshot(), step, v, 0
-            else:
-                bad_checks += 1
-                if bad_checks >= cfg.patience:
-                    stopped = "early"
-                    break
+        do_check, out_of_time = sel.stepped(step, t_step)
+        if do_check:
+            v = check(tr.params)
+            sel.history.append({"step": step, **{k: round(x, 5) for k, x in v.items()},
+                                **{k: round(x, 5) for k, x in stats.items()}})
+            better = v["reward"] > best_reward + 1e-6 and v.get("loss", -math.inf) <= loss_cap
+            if better:
+                best_reward = v["reward"]
+            if sel.checked(step, v, better, tr.snapshot):
+                break
         if out_of_time and step < cfg.steps:
-            stopped = "time"
+            sel.stopped = "time"
             break
-    if not has_val:
-        best, best_step = snapshot(), steps
-    seconds = time.perf_counter() - t0
-    metrics: dict[str, Any] = {
-        "method": cfg.method, "stopped": stopped, "best_step": best_step,
+    return sel.result(start, tr.snapshot(), {
         "train_prompts": len(train), "val_prompts": len(val_prompts), "val_windows": int(val.ids.shape[0]),
         "train_files": len(train_files), "val_files": len(val_files),
         "reward_first": round(reward_first, 5), "reward_last": round(reward_last, 5),
         "rollout_invented_share": round(invented / produced, 4) if produced else None,
-        "history": history,
-    }
-    if first is not None:
-        metrics["val_start"] = {k: round(x, 5) for k, x in first.items()}
-    if best_val is not None:
-        metrics["val_best"] = {k: round(x, 5) for k, x in best_val.items()}
-    out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in best.items()}
-    return RefineResult(out, metrics, steps, seconds, stopped != "steps", config=asdict(cfg))
+    })
