@@ -79,6 +79,7 @@ def make_serving_engine(settings: Settings) -> Engine | None:
     key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
     engines = [VllmEngine(url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
                           zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key,
+                          resolver_dir=str(settings.artifact_dir) if settings.vllm_lora_resolver else None,
                           use_zero_adapter={"auto": None, "zero-adapter": True, "plain": False}[
                               settings.vllm_base_mode])
                for url in settings.vllm_replicas()]

@@ -38,6 +38,11 @@ class Settings(BaseSettings):
         default_factory=list, description="Several vLLM replicas (a JSON list or comma-separated URLs); each "
         "adapter is served by one replica chosen by rendezvous hashing, the next one in its order when that replica "
         "is down (docs/DEPLOY.md). Empty: vllm_url alone.")
+    vllm_lora_resolver: bool = Field(False, description="vLLM loads adapters itself with its filesystem LoRA "
+                                     "resolver: each replica started with VLLM_LORA_RESOLVER_CACHE_DIR=<artifact_dir> "
+                                     "(same path) and --model equal to the adapters' base_model_name_or_path; the "
+                                     "service then asks for an adapter by its artifact folder name and never calls "
+                                     "/v1/load_lora_adapter for it (docs/DEPLOY.md).")
     vllm_api_key: SecretStr | None = Field(None, description="Sent as a bearer token on every call to vLLM (one of "
                                            "the keys vLLM was started with, --api-key). vLLM's key guards its /v1 "
                                            "routes only (docs/DEPLOY.md): keep vLLM on loopback or a private network.")

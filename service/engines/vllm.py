@@ -6,6 +6,9 @@ it is unloaded and loaded again from our folder (another service, or an earlier 
 from a folder that is gone). The service's own LRU mirrors ``--max-loras``. "No adapter" goes through an all-zero
 adapter (named after its own digest) because the vLLM CPU build mis-batches base rows with LoRA rows.
 A 404 for a name we think is loaded means vLLM restarted: forget everything, re-register, retry.
+With ``resolver_dir`` (vLLM started with its filesystem LoRA resolver, ``VLLM_LORA_RESOLVER_CACHE_DIR`` = the
+artifact folder), adapters in that folder are asked for by their folder name (the artifact's sha256) and vLLM loads
+them itself on first use: no load calls, and a restarted or another replica resolves them alike.
 """
 
 from __future__ import annotations
@@ -63,9 +66,10 @@ class VllmEngine:
     def __init__(self, base_url: str, *, max_loras: int = 8, base_model_path: str | None = None,
                  zero_adapter_path: str | None = None, use_zero_adapter: bool | None = True,
                  served_model: str | None = None, api_key: str | None = None, timeout: float = 120.0,
-                 retry_after: float = 5.0, tokenizer: Any = None,
+                 retry_after: float = 5.0, tokenizer: Any = None, resolver_dir: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.resolver_dir = Path(resolver_dir) if resolver_dir else None
         # True: "no adapter" through the all-zero adapter; False: the plain base model; None: decided on the first
         # base request by probing vLLM for the batching defect (`probe_base_batching`)
         self.use_zero_adapter = use_zero_adapter
@@ -128,6 +132,14 @@ class VllmEngine:
                 "CODE2LORA_VLLM_API_KEY to one of the keys vLLM was started with (--api-key)")
 
     # ---- adapters ----------------------------------------------------------------------------
+    def resolved_name(self, path: str) -> str | None:
+        """The name vLLM's filesystem resolver loads ``path`` by (its folder name), when ``path`` is a folder directly
+        under ``resolver_dir``; None otherwise (then the adapter is loaded with ``/v1/load_lora_adapter``)."""
+        if self.resolver_dir is None:
+            return None
+        folder = Path(path)
+        return folder.name if folder.parent.resolve() == self.resolver_dir.resolve() else None
+
     async def _register(self, name: str, path: str) -> None:
         resp = await self._post("/v1/load_lora_adapter", {"lora_name": name, "lora_path": str(path)})
         if resp.status_code == 200:
@@ -178,16 +190,18 @@ class VllmEngine:
                 return
             if self._lru.full():
                 victim = self._lru.victim(lambda a: self._inflight[a] > 0) or self._lru.ids()[0]
-                await self._deregister(victim)
+                if self.resolved_name(self._lru.path(victim) or "") is None:  # resolved ones: vLLM's own LRU
+                    await self._deregister(victim)
                 self._lru.remove(victim)
-            await self._register(adapter_id, path)
+            if self.resolved_name(path) is None:
+                await self._register(adapter_id, path)
             self._lru.add(adapter_id, str(path))
 
     async def unload(self, adapter_id: str) -> None:
         """Unregister an adapter from vLLM."""
         async with self._lock:
             if adapter_id in self._lru:
-                await self._deregister(adapter_id)
+                await self._deregister(self.resolved_name(self._lru.path(adapter_id) or "") or adapter_id)
                 self._lru.remove(adapter_id)
 
     async def _zero_name(self) -> str:
@@ -213,7 +227,7 @@ class VllmEngine:
                 return await self._zero_name()
             return await self._served_name()
         await self.ensure_loaded(request.adapter.id, request.adapter.path)
-        return request.adapter.id
+        return self.resolved_name(request.adapter.path) or request.adapter.id
 
     async def _served_name(self) -> str:
         """The base model's name in vLLM: the card of ``/v1/models`` without a parent (else ``base_model_path``)."""
@@ -339,7 +353,11 @@ class VllmEngine:
                     return await call(model)
                 except _NameGone as exc:
                     if attempt:
-                        raise AdapterRejected(f"vLLM does not know {model!r} after re-registering: {exc}",
+                        hint = (f" (its filesystem resolver found no adapter {model!r} for this base model: start vLLM "
+                                f"with VLLM_LORA_RESOLVER_CACHE_DIR={self.resolver_dir} and --model equal to the "
+                                "adapters' base_model_name_or_path)") if request.adapter and model != request.adapter.id \
+                            else ""
+                        raise AdapterRejected(f"vLLM does not know {model!r} after re-registering{hint}: {exc}",
                                               model, 404) from exc
                     await self._forget_all()  # vLLM restarted: runtime adapters are gone
         finally:

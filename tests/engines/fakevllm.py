@@ -6,6 +6,7 @@ Completions answer ``"<model>:ok"``, so a test sees which engine-side name serve
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 
@@ -24,6 +25,7 @@ class FakeVllm:
         self.defect = False
         self.lora_changes_output = True  # False: every LoRA answers like the base model
         self._last_completion_lora = False
+        self.resolver_dir: str | None = None  # as VLLM_LORA_RESOLVER_CACHE_DIR: unknown names load from <dir>/<name>
 
 
     def restart(self) -> None:
@@ -70,6 +72,11 @@ class FakeVllm:
                 changed = True
             self._last_completion_lora = not is_base
             lps = [-0.1, -0.2] if changed else [-0.3, -0.4]
+            if model not in self.loaded and not is_base and self.resolver_dir:
+                folder = Path(self.resolver_dir, model)
+                if (folder / "adapter_config.json").exists():
+                    self.calls.append(("resolved", model))
+                    self.loaded[model] = str(folder)
             if model not in self.loaded and not is_base:
                 return httpx.Response(404, json={"error": {"message": f"The model `{model}` does not exist.",
                                                            "type": "NotFoundError", "param": "model", "code": 404}})

@@ -267,3 +267,30 @@ def test_probe_adapter_changes_weights_and_zero_adapter_is_exactly_zero(base_dir
     probe = load_file(str(write_probe_adapter(base_dir, tmp_path / "p") / "adapter_model.safetensors"))
     assert zero.keys() == probe.keys() and len(zero) == 2 * 2 * 2
     assert all(not t.any() for t in zero.values()) and all(t.abs().sum() > 0 for t in probe.values())
+
+
+def test_filesystem_resolver_mode_asks_for_artifact_folders_by_name(fake, zero_dir, tmp_path):
+    """With resolver_dir, an adapter folder directly under it is requested by its folder name and never loaded with
+    /v1/load_lora_adapter (vLLM's filesystem resolver loads it); other folders are still loaded; unload names the
+    folder; a folder vLLM cannot resolve is a 502 that says how vLLM must be started."""
+    artifacts = tmp_path / "artifacts"
+    sha = "ab" * 32
+    (artifacts / sha).mkdir(parents=True)
+    (artifacts / sha / "adapter_config.json").write_text("{}")
+    fake.resolver_dir = str(artifacts)
+    eng = VllmEngine("http://vllm.test", transport=httpx.MockTransport(fake), zero_adapter_path=str(zero_dir),
+                     resolver_dir=str(artifacts), use_zero_adapter=False, served_model="base-model")
+    in_dir = GenerationRequest("hi", SamplingParams(max_tokens=2), AdapterRef("org/a@v1+abababababababab",
+                                                                              str(artifacts / sha)))
+    elsewhere = req("org/b@v1")
+    res = asyncio.run(eng.generate([in_dir, elsewhere]))
+    assert [r.choices[0].text for r in res] == [f"{sha}:ok", "org/b@v1:ok"]
+    loads = [name for kind, name in fake.calls if kind == "load"]
+    assert loads == ["org/b@v1"] and ("resolved", sha) in fake.calls
+    assert sorted(eng.loaded()) == ["org/a@v1+abababababababab", "org/b@v1"]
+    asyncio.run(eng.unload("org/a@v1+abababababababab"))
+    assert ("unload", sha) in fake.calls and sha not in fake.loaded
+    missing = GenerationRequest("hi", SamplingParams(max_tokens=2), AdapterRef("org/c@v1", str(artifacts / ("cd" * 32))))
+    with pytest.raises(AdapterRejected) as err:
+        asyncio.run(eng.generate([missing]))
+    assert "VLLM_LORA_RESOLVER_CACHE_DIR" in str(err.value)

@@ -1,7 +1,8 @@
 """Two real vLLM CPU replicas on loopback behind `ReplicatedVllmEngine` (issue 20): requests for 8 adapters spread
 over both, every answer equal to the local engine's for the same adapter (greedy, fp32), one replica killed while
 requests are in flight with no failed request (failover to the other replica, which registers the adapters on
-demand). Also checks that vLLM's filesystem LoRA resolver (VLLM_LORA_RESOLVER_CACHE_DIR) works on the CPU build.
+demand). Also checks the service's resolver mode (vLLM's filesystem LoRA resolver, VLLM_LORA_RESOLVER_CACHE_DIR) on the
+CPU build.
 
 Needs ``.venv-vllm`` (deploy/vllm/setup-cpu.sh) and the prepared bundled model; skipped otherwise. Both replicas
 start at once (2-5 minutes on 2 busy cores; CODE2LORA_TEST_VLLM_START_S raises the 600 s limit).
@@ -16,7 +17,6 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service.engines import AdapterRef, GenerationRequest, GenerationResult, SamplingParams
@@ -138,9 +138,18 @@ def test_two_replicas_spread_match_local_and_survive_a_kill(model_dir, adapter_d
     health = out["health"]
     assert health.ok and health.detail.startswith("1 of 2")  # type: ignore[attr-defined]
 
-    # vLLM's own filesystem resolver on the CPU build: a name never loaded resolves from VLLM_LORA_RESOLVER_CACHE_DIR
-    resp = httpx.post(survivor.url + "/v1/completions", timeout=120, json={
-        "model": "a3", "prompt": PROMPTS[3], "max_tokens": PARAMS.max_tokens, "temperature": 0.0,
-        "return_token_ids": True})
-    assert resp.status_code == 200, resp.text
-    assert resp.json()["choices"][0]["text"] == expected[3][0]
+    # vLLM's own filesystem resolver on the CPU build (CODE2LORA_VLLM_LORA_RESOLVER): adapters asked for by folder name,
+    # never loaded with /v1/load_lora_adapter, resolved by the survivor from VLLM_LORA_RESOLVER_CACHE_DIR
+    async def resolved() -> tuple[list[GenerationResult], list[str]]:
+        engine = VllmEngine(survivor.url, max_loras=MAX_LORAS, base_model_path=str(model_dir), use_zero_adapter=False,
+                            timeout=600, resolver_dir=str(adapter_dir))
+        try:
+            got = await engine.generate([reqs[3], reqs[6]])
+            cards = (await engine._client.get("/v1/models")).json()["data"]
+            return got, [c["id"] for c in cards]
+        finally:
+            await engine.aclose()
+
+    got, ids = asyncio.run(resolved())
+    assert texts(got) == [expected[3], expected[6]]
+    assert {"a3", "a6"} <= set(ids)  # vLLM knows them by folder name: its resolver loaded them
