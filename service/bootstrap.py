@@ -80,6 +80,7 @@ def make_serving_engine(settings: Settings) -> Engine | None:
     engines = [VllmEngine(url, max_loras=settings.engine_slots, base_model_path=str(model_dir),
                           zero_adapter_path=str(settings.artifact_dir / "zero-adapter"), api_key=key,
                           resolver_dir=str(settings.artifact_dir) if settings.vllm_lora_resolver else None,
+                          timeout=settings.vllm_timeout_s,
                           use_zero_adapter={"auto": None, "zero-adapter": True, "plain": False}[
                               settings.vllm_base_mode])
                for url in settings.vllm_replicas()]

@@ -38,6 +38,8 @@ class Settings(BaseSettings):
         default_factory=list, description="Several vLLM replicas (a JSON list or comma-separated URLs); each "
         "adapter is served by one replica chosen by rendezvous hashing, the next one in its order when that replica "
         "is down (docs/DEPLOY.md). Empty: vllm_url alone.")
+    vllm_timeout_s: float = Field(120.0, gt=0, description="Limit on one call to vLLM (a completion included); a "
+                                  "call past it counts as the replica being unavailable (503, or the next replica).")
     vllm_lora_resolver: bool = Field(False, description="vLLM loads adapters itself with its filesystem LoRA "
                                      "resolver: each replica started with VLLM_LORA_RESOLVER_CACHE_DIR=<artifact_dir> "
                                      "(same path) and --model equal to the adapters' base_model_name_or_path; the "
