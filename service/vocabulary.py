@@ -30,14 +30,16 @@ def vocabulary_path(state: ServiceState, repo_id: int) -> Path:
     return workspace(state, repo_id) / FILENAME
 
 
-def save_vocabulary(state: ServiceState, repo_id: int, ctx: Any) -> None:
-    """Write the names `ctx` knows (sorted JSON list), atomically."""
+def save_vocabulary(state: ServiceState, repo_id: int, ctx: Any) -> frozenset[str]:
+    """Write the names `ctx` knows (sorted JSON list), atomically; returns them."""
     from hypernet.metrics import known_identifiers
 
+    names = frozenset(known_identifiers(ctx))
     path = vocabulary_path(state, repo_id)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(sorted(known_identifiers(ctx))))
+    tmp.write_text(json.dumps(sorted(names)))
     os.replace(tmp, path)
+    return names
 
 
 def repo_vocabulary(state: ServiceState, repo_id: int) -> frozenset[str] | None:
@@ -76,9 +78,8 @@ def _from_context(state: ServiceState, repo_id: int) -> frozenset[str] | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        save_vocabulary(state, repo_id, ctx)
-    except OSError:
+        return save_vocabulary(state, repo_id, ctx)
+    except OSError:  # a read-only workspace: serve the names without saving them
         from hypernet.metrics import known_identifiers
 
         return frozenset(known_identifiers(ctx))
-    return repo_vocabulary(state, repo_id) if vocabulary_path(state, repo_id).exists() else None
