@@ -76,7 +76,8 @@ def main() -> None:
                                                                "MAX_MODEL_LEN": "1024"})
     try:
         common = dict(_env_file=None, data_dir=tmp / "data", allow_local_repos=True, json_logs=False,
-                      base_model_path=model_dir, eval_enabled=False, engine_slots=args.repos + 1)
+                      base_model_path=model_dir, eval_enabled=False, engine_slots=args.repos + 1,
+                      repo_vocabulary=False)  # the same plain greedy decoding on both engines (vLLM has no vocabulary)
         names = [f"bench{i}" for i in range(args.repos)]
         prompts = PROMPTS[:args.repos]
         with TestClient(create_app(Settings(**common, engine="none")), client=("127.0.0.1", 50000)) as admin:
