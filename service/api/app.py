@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -59,13 +60,23 @@ def _install_openai_errors(app: FastAPI) -> None:
             return JSONResponse({"detail": detail}, status_code=422)
         try:
             return await request_validation_exception_handler(request, exc)
-        except UnicodeEncodeError:  # the echoed input holds a lone surrogate: escape it instead of a 500
-            import json
+        except (UnicodeEncodeError, ValueError):  # the echoed input cannot be written as it is: see below
+            return _validation_fallback(exc.errors())
 
-            from fastapi.encoders import jsonable_encoder
 
-            body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
-            return Response(body, status_code=422, media_type="application/json")
+def _validation_fallback(errors: Sequence[Any]) -> Response:
+    """A 422 whose echoed input holds a lone surrogate (escaped here) or NaN / Infinity, which Python's json reads
+    in a request body but JSON cannot carry (the echo is left out); instead of a 500."""
+    import json
+
+    from fastapi.encoders import jsonable_encoder
+
+    try:
+        body = json.dumps({"detail": jsonable_encoder(errors)}, ensure_ascii=True, allow_nan=False)
+    except ValueError:
+        plain = [{k: v for k, v in e.items() if k != "input"} for e in errors]
+        body = json.dumps({"detail": jsonable_encoder(plain)}, ensure_ascii=True, allow_nan=False)
+    return Response(body, status_code=422, media_type="application/json")
 
 
 def _install_database_errors(app: FastAPI) -> None:

@@ -118,3 +118,12 @@ def test_lone_surrogates_in_chat_are_400(client) -> None:
     ok = client.post("/v1/completions", json={"model": "base", "prompt": "é ✓ 😀", "max_tokens": 2})
     assert ok.status_code == 200, ok.text  # real non-ASCII text is fine
     assert json.loads(ok.text)["choices"]
+
+
+@pytest.mark.parametrize("raw", ["NaN", '{"keep": NaN}', '{"a": Infinity}', '{"keep": -Infinity}'])
+@pytest.mark.parametrize("path", ["/repos", "/repos/good/versions/prune", "/v1/completions"])
+def test_nan_and_infinity_in_a_body_are_4xx_with_a_json_answer(client, path: str, raw: str) -> None:
+    # Python's json reads NaN / Infinity; the validation error used to echo them and fail to encode (a 500)
+    resp = client.post(path, content=raw.encode(), headers=JSON)
+    _is_4xx(resp)
+    assert resp.json()  # the answer itself is valid JSON
