@@ -30,7 +30,7 @@ from bench.bench_service import make_repo, wait
 from bench.common import machine, write_section
 
 SECTION = "## vLLM engine through the service"
-CMD = "nice -n 10 python bench/bench_vllm.py"
+CMD = "python bench/bench_vllm.py"  # its vLLM runs at nice 10 itself (testkit.vllm)
 
 
 def round_tokens_per_s(client: Any, models: list[str], prompts: list[str], tokens: int) -> tuple[float, list[str]]:
