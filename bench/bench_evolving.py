@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_section
+from bench.common import machine, publish
 
 SECTION = "## Evolving adaptation (rename)"
 CMD = "python bench/bench_evolving.py"
@@ -130,10 +130,7 @@ def main() -> None:
              f"NLL (nats) of the tokens spelling `{NEW}` in held-out code that uses it.", "",
              "| arm | loss with v1 | loss with v2 | v2 - v1 |", "|---|---|---|---|"]
     lines += [f"| {n} | {a:.4f} | {b:.4f} | {b - a:+.4f} |" for n, a, b in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, lines, write=not args.no_write)
 
 
 def _push(client, created: dict, after: str) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_service import make_repo, wait
-from bench.common import machine, write_section
+from bench.common import machine, publish
 
 SECTION = "## Latency: service vs transformers"
 CMD = "python bench/bench_latency.py"
@@ -125,10 +125,7 @@ def main() -> None:
     for arm in ("direct", "service: base", "service: adapter"):
         first, per = med(arm, 0), med(arm, 1)
         lines.append(f"| {arm} | {first * 1e3:.0f} | {per * 1e3:.1f} | {per / d_per:.2f}x |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_service import make_repo, wait
-from bench.common import machine, write_section
+from bench.common import machine, publish
 
 SECTION = "## One-file push: where the time goes"
 CMD = "python bench/bench_push.py"
@@ -173,10 +173,7 @@ def main() -> None:
     for label, *vals in rows:
         lines.append(f"| {label} | " + " | ".join("" if v is None else f"{v:.3f}" for v in vals) + " |")
     lines += ["", f"Ratio push / full ingest: **{push_ / full:.2f}** ({push_:.2f} s / {full:.2f} s)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, write_section
+from bench.common import machine, publish
 
 SECTION = "## Service end to end"
 CMD = "python bench/bench_service.py"
@@ -121,10 +121,7 @@ def main() -> None:
              "of standard-library files committed to a local git repository.", "",
              "| measurement | value |", "|---|---|"]
     lines += [f"| {name} | {value:.3f} |" for name, value in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

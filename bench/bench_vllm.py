@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_engine import PROMPTS
 from bench.bench_service import make_repo, wait
-from bench.common import machine, write_section
+from bench.common import machine, publish
 
 SECTION = "## vLLM engine through the service"
 CMD = "python bench/bench_vllm.py"  # its vLLM runs at nice 10 itself (testkit.vllm)
@@ -136,10 +136,7 @@ def main() -> None:
              f"| `model=\"base\"`, tokens/s | {best['vllm_base']:.1f} | {best['local_base']:.1f} | "
              f"{summary['vllm_vs_local_base']:.2f} |",
              f"| mixed / base | {summary['vllm_mixed_vs_base']:.2f} | {summary['local_mixed_vs_base']:.2f} | |"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if not args.no_write:
-        write_section(SECTION, text)
+    publish(SECTION, lines, write=not args.no_write)
 
 
 if __name__ == "__main__":

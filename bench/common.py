@@ -45,3 +45,13 @@ def write_section(heading: str, text: str, path: Path = BENCHMARKS) -> None:
         doc = "".join(lines[:start]) + text.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(doc)
+
+
+def publish(heading: str, lines: list[str], write: bool = True) -> str:
+    """Print a benchmark's section (`lines`, the first being `heading`) and, with `write`, put it in
+    docs/BENCHMARKS.md in place of the old one; returns the text."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if write:
+        write_section(heading, text)
+    return text
