@@ -42,13 +42,22 @@ def vocab_arm_suffix(bias: float, beam: int = 0) -> str:
     return ("+vocab" if math.isinf(bias) else f"+vocab{bias:g}") + (f"+beam{beam}" if beam > 0 else "")
 
 
-def describe_arm_suffix(suffix: str) -> str:
-    """A person's words for a suffix of `vocab_arm_suffix` ("" for plain decoding)."""
+def parse_arm_suffix(suffix: str) -> tuple[float, int] | None:
+    """(penalty, beam width) of a `vocab_arm_suffix`; None for anything else (plain decoding: "")."""
     m = re.fullmatch(r"\+vocab([0-9.e+-]*?)(?:\+beam(\d+))?", suffix)
     if not m:
+        return None
+    return (float(m.group(1)) if m.group(1) else math.inf), int(m.group(2) or 0)
+
+
+def describe_arm_suffix(suffix: str) -> str:
+    """A person's words for a suffix of `vocab_arm_suffix` ("" for plain decoding)."""
+    parsed = parse_arm_suffix(suffix)
+    if parsed is None:
         return suffix
-    text = ", repository-vocabulary decoding" + (f" (penalty {m.group(1)})" if m.group(1) else "")
-    return text + (f", whole-name beam {m.group(2)}" if m.group(2) else "")
+    bias, beam = parsed
+    text = ", repository-vocabulary decoding" + ("" if math.isinf(bias) else f" (penalty {bias:g})")
+    return text + (f", whole-name beam {beam}" if beam else "")
 
 
 @dataclass
@@ -71,6 +80,7 @@ class TokenIndex:
     digit: torch.Tensor  # bool [V]
     pieces: list[str]  # each token's decoded text
     no_ws: torch.Tensor  # bool [V]: the tokens of `cont` and `cont_end` (no leading whitespace, a run)
+    ends_inside: torch.Tensor  # bool [V]: the tokens of `cont_end` and `ws_end` (a name ends inside: `foo(`)
 
     @classmethod
     def build(cls, tokenizer: Any, vocab_size: int | None = None) -> TokenIndex:
@@ -100,22 +110,17 @@ class TokenIndex:
                 digit[i] = run[0].isdigit()  # a number when it starts a word, part of a name inside one
                 (cont_end if rest else cont).setdefault(run, []).append(i)
         punct[n_tok:] = True  # padding rows of the embedding: never produced in practice, never constrained
-        no_ws = torch.zeros(size, dtype=torch.bool)
-        ids = [i for d in (cont, cont_end) for lst in d.values() for i in lst]
-        if ids:
-            no_ws[torch.tensor(ids)] = True
-        return cls(size, cont, cont_end, ws, ws_end, punct, digit, pieces, no_ws)
+        return cls(size, cont, cont_end, ws, ws_end, punct, digit, pieces, _mask(size, cont, cont_end),
+                   _mask(size, cont_end, ws_end))
 
-    def ends_inside(self) -> torch.Tensor:
-        """bool [V]: tokens in which a name ends (`cont_end` and `ws_end`: `foo(`, ` bar.`), built once."""
-        cached = self.__dict__.get("_ends_inside")
-        if cached is None:
-            cached = torch.zeros(self.vocab_size, dtype=torch.bool)
-            ids = [i for d in (self.cont_end, self.ws_end) for lst in d.values() for i in lst]
-            if ids:
-                cached[torch.tensor(ids)] = True
-            self.__dict__["_ends_inside"] = cached
-        return cached
+
+def _mask(size: int, *by_run: dict[str, list[int]]) -> torch.Tensor:
+    """bool [size]: True at every token id listed in the given run -> ids tables."""
+    mask = torch.zeros(size, dtype=torch.bool)
+    ids = [i for d in by_run for lst in d.values() for i in lst]
+    if ids:
+        mask[torch.tensor(ids)] = True
+    return mask
 
 
 class RepoVocabulary:

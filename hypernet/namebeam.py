@@ -46,11 +46,9 @@ def beam_from(model: nn.Module, cache: Any, logits: torch.Tensor, mask: torch.Te
               width: int = 4, max_tokens: int = 8) -> list[int] | None:
     """`name_beam` from a state already computed: `cache` of one sequence (it is consumed), `logits` [1, V] of
     its next token, `mask` [1, W] its attention mask (left padding allowed)."""
-    if rows.allowed(0) is None:
-        return None
     ix = rows.vocab.index
     device = logits.device
-    ends_inside = ix.ends_inside().to(device)
+    ends_inside = ix.ends_inside.to(device)
     continues = ix.no_ws.to(device)  # tokens that go on with the word being written
     name_start = (~ix.punct & ~ix.digit).to(device)
     logp = _logp(logits, ix.vocab_size)
@@ -60,7 +58,7 @@ def beam_from(model: nn.Module, cache: Any, logits: torch.Tensor, mask: torch.Te
         cands: list[tuple[float, int, int]] = []  # (score, parent beam, token) of beams that go on
         for b, (toks, score) in enumerate(live):
             allowed = rows.allowed(b)
-            if allowed is None:  # left the constrained region (cannot happen inside a known prefix)
+            if allowed is None:  # unconstrained (a comment, a string, a new name): nothing to choose from
                 continue
             allowed = allowed.to(device)
             lp = logp[b]
@@ -103,20 +101,12 @@ def beam_from(model: nn.Module, cache: Any, logits: torch.Tensor, mask: torch.Te
     return max(finished, key=lambda f: f[0])[1]
 
 
-def cache_rows(cache: Any, idx: list[int]) -> Any:
-    """A copy of a batch KV cache (transformers `DynamicCache`) holding only the rows `idx`."""
+def cache_rows(cache: Any, idx: torch.Tensor) -> Any:
+    """A copy of a batch KV cache (transformers `DynamicCache`) holding only the rows `idx` (on its device)."""
     new = copy.copy(cache)
     new.layers = [copy.copy(layer) for layer in cache.layers]
-    new.batch_select_indices(torch.tensor(idx, device=_cache_device(cache)))  # indexing copies the tensors
+    new.batch_select_indices(idx)  # indexing copies the tensors: the batch cache is left as it was
     return new
-
-
-def _cache_device(cache: Any) -> torch.device:
-    for layer in cache.layers:
-        keys = getattr(layer, "keys", None)
-        if isinstance(keys, torch.Tensor):
-            return keys.device
-    return torch.device("cpu")
 
 
 def _logp(logits: torch.Tensor, vocab_size: int) -> torch.Tensor:

@@ -203,8 +203,11 @@ def _beam_heads(model: nn.Module, past: Any, logits: torch.Tensor, mask: torch.T
 
     heads: list[list[int]] = []
     for r in range(logits.shape[0]):
-        head = beam_from(model, cache_rows(past, [r]), logits[r: r + 1], mask[r: r + 1], vocab_rows.select([r]),
-                         width=width, max_tokens=max_tokens)
+        head = None
+        if vocab_rows.allowed(r) is not None:  # a row with nothing to choose from costs no cache copy
+            row = torch.tensor([r], device=logits.device)
+            head = beam_from(model, cache_rows(past, row), logits[r: r + 1], mask[r: r + 1],
+                             vocab_rows.select([r]), width=width, max_tokens=max_tokens)
         heads.append(head or [])
     return heads
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from hypernet.decoding import describe_arm_suffix
+from hypernet.decoding import describe_arm_suffix, parse_arm_suffix, vocab_arm_suffix
 from training.eval.metrics import (
     bootstrap_ci,
     delta_cosine_matrix,
@@ -145,8 +145,9 @@ def gen_pairs(arms: Iterable[str]) -> list[tuple[str, str]]:
     for sfx in suffixes:
         pairs += [(a + sfx, b + sfx) for a, b in GEN_COMPARISONS]
         pairs += [("own" + sfx, "base"), ("own" + sfx, "own"), ("base" + sfx, "base")]
-        if "+beam" in sfx:  # what the whole-name beam buys over the same mask without it
-            plain = sfx[: sfx.index("+beam")]
+        parsed = parse_arm_suffix(sfx)
+        if parsed and parsed[1]:  # what the whole-name beam buys over the same mask without it
+            plain = vocab_arm_suffix(parsed[0])
             pairs += [("own" + sfx, "own" + plain), ("base" + sfx, "base" + plain)]
     pairs += [("own", x) for x in names if x not in ARM_ORDER and not decoded_arm(x)[1]]
     return [(a, b) for a, b in pairs if a in names and b in names]
