@@ -35,11 +35,14 @@ def save_vocabulary(state: ServiceState, repo_id: int, ctx: Any) -> frozenset[st
     from hypernet.metrics import known_identifiers
 
     names = frozenset(known_identifiers(ctx))
-    path = vocabulary_path(state, repo_id)
+    _write(vocabulary_path(state, repo_id), names)
+    return names
+
+
+def _write(path: Path, names: frozenset[str]) -> None:
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(sorted(names)))
     os.replace(tmp, path)
-    return names
 
 
 def repo_vocabulary(state: ServiceState, repo_id: int) -> frozenset[str] | None:
@@ -77,9 +80,11 @@ def _from_context(state: ServiceState, repo_id: int) -> frozenset[str] | None:
         ctx = RepoContext.from_json(saved["context"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    try:
-        return save_vocabulary(state, repo_id, ctx)
-    except OSError:  # a read-only workspace: serve the names without saving them
-        from hypernet.metrics import known_identifiers
+    from hypernet.metrics import known_identifiers
 
-        return frozenset(known_identifiers(ctx))
+    names = frozenset(known_identifiers(ctx))
+    try:
+        _write(vocabulary_path(state, repo_id), names)
+    except OSError:  # a read-only workspace: serve the names without saving them
+        pass
+    return names
