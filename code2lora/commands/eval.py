@@ -53,6 +53,11 @@ def register(app: typer.Typer) -> None:
         name_beam: int = typer.Option(0, "--name-beam", min=0, help="With --vocab-decoding: also choose each "
                                       "name a completion starts with whole, by a beam of this width over the "
                                       "allowed names; arms ARM+vocab[BIAS]+beamW."),
+        amplify: list[float] = typer.Option([], "--amplify", help="Also score the own adapter with its "
+                                            "repository-specific part amplified by this factor, ref + A (own − ref) "
+                                            "(repeatable); arms own_xA."),
+        amplify_ref: Path = typer.Option(None, "--amplify-ref", help="PEFT adapter folder used as ref by --amplify "
+                                         "(then average_xA too); default: the run's average adapter."),
     ) -> None:
         """Evaluate a hypernet checkpoint against the control arms."""
         if cut_mode not in ("boundary", "inside", "both"):
@@ -71,7 +76,8 @@ def register(app: typer.Typer) -> None:
                            bootstrap=bootstrap, threads=threads, extra_arms=_parse_arms(extra_arm),
                            export_adapters=str(export_adapters) if export_adapters else None,
                            skip_arms=list(skip_arm), gen_skip_arms=list(gen_skip_arm),
-                           vocab_biases=[_parse_bias(b) for b in vocab_decoding], name_beam=name_beam)
+                           vocab_biases=[_parse_bias(b) for b in vocab_decoding], name_beam=name_beam,
+                           amplify=list(amplify), amplify_ref=str(amplify_ref) if amplify_ref else None)
         try:
             report = evaluate_checkpoint(checkpoint, opts, out or checkpoint.parent / "eval", shared_lora, config)
         except NoRepositories as exc:

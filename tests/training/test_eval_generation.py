@@ -119,3 +119,42 @@ def test_vocabulary_and_name_beam_arms_are_completed_and_compared(toy_repos, tok
             ("own+vocab+beam2", "base+vocab+beam2"), ("own+vocab", "base+vocab")} <= pairs
     assert arm_label("own+vocab+beam2") == "generated, own repo, repository-vocabulary decoding, whole-name beam 2"
     assert arm_label("base+vocab3") == "base model, repository-vocabulary decoding (penalty 3)"
+
+
+def test_amplified_arms_change_the_adapter_and_are_compared_with_their_controls(tmp_path, toy_repos, tokenizer):
+    import math
+
+    import torch
+
+    from hypernet.adapter import write_adapter
+    from training.eval.report import arm_label
+
+    model, net, feats = tiny_hypernet(toy_repos, tokenizer)
+    common = dict(per_repo_lora_repos=0, prompt_chunks=0, bootstrap=10, lines_per_repo=1, asserts_per_repo=0,
+                  cuts_per_repo=2, cut_prefix_tokens=48, ident_new_tokens=4, gen_lines_per_repo=0, side_by_side=0,
+                  own_rank=False, gen_skip_arms=["average", "other", "other+vocab"], vocab_biases=[math.inf])
+    raw = Evaluator(model, tokenizer, net, toy_repos[:2], feats[:2], EvalOptions(amplify=[3.0], **common)).run()
+    for res in raw["results"]:
+        assert {"own", "average", "own_x3"} <= set(res["arms"]) and "average_x3" not in res["arms"]
+        assert [r.ce for r in res["arms"]["own_x3"]] != [r.ce for r in res["arms"]["own"]]  # it is another adapter
+        assert {"own_x3", "own_x3+vocab"} <= set(res["generation"]["ident"]["boundary"])
+    report = build_report(raw, tokenizer, n_boot=10, side_by_side=0)
+    pairs = {(c["a"], c["b"]) for c in report["generation"]["modes"]["boundary"]["comparisons"]}
+    assert {("own_x3+vocab", "average+vocab"), ("own_x3+vocab", "own+vocab"), ("own_x3", "base")} <= pairs
+    losses = {(c["a"], c["b"], c["metric"]) for c in report["comparisons"]}
+    assert ("own_x3", "average", "chunk.ident_loss") in losses
+    assert arm_label("own_x3+vocab") == ("generated, own repo, repository-specific part x3, "
+                                         "repository-vocabulary decoding")
+
+    # a fixed reference adapter (as the service would ship): the average is amplified against it too
+    ref = {p: (torch.zeros_like(a), torch.zeros_like(b)) for p, (a, b) in raw["adapters"][0].items()}
+    write_adapter(ref, tmp_path / "ref", base_model="toy", lora_alpha=net.config.lora_alpha, content_addressed=False)
+    fixed = Evaluator(model, tokenizer, net, toy_repos[:2], feats[:2],
+                      EvalOptions(amplify=[2.0], amplify_ref=str(tmp_path / "ref"), **common)).run()
+    for res in fixed["results"]:
+        assert {"own_x2", "average_x2"} <= set(res["arms"])
+        # ref = 0: own_x2 is exactly twice the adapter, so it scores like neither own nor the base model
+        assert [r.ce for r in res["arms"]["own_x2"]] != [r.ce for r in res["arms"]["own"]]
+    report = build_report(fixed, tokenizer, n_boot=10, side_by_side=0)
+    pairs = {(c["a"], c["b"]) for c in report["generation"]["modes"]["boundary"]["comparisons"]}
+    assert ("own_x2+vocab", "average_x2+vocab") in pairs

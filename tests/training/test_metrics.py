@@ -10,7 +10,6 @@ import torch
 
 from training.data.corpus import Sequence
 from training.eval.metrics import (
-    average_adapter,
     bootstrap_ci,
     delta_cosine_matrix,
     edit_similarity,
@@ -89,16 +88,6 @@ def test_delta_cosine_matches_explicit_products_and_ignores_scale():
     assert mean_offdiag(np.eye(3)) == 0.0
     p = param_cosine_matrix([_adapter(0), _adapter(0)])
     assert p[0, 1] == pytest.approx(1.0)
-
-
-def test_average_adapter_is_the_mean_weight_update():
-    ads = [_adapter(0), _adapter(1), _adapter(2)]
-    avg = average_adapter(ads)
-    for k in ("m1", "m2"):
-        want = sum(b @ a for a, b in (ad[k] for ad in ads)) / 3
-        a, b = avg[k]
-        torch.testing.assert_close(b @ a, want)
-        assert a.shape[0] == 6  # ranks stacked
 
 
 class _Tok:

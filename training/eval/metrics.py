@@ -81,8 +81,3 @@ def mean_offdiag(m: np.ndarray) -> float:
     return float((m.sum() - np.trace(m)) / (n * n - n))
 
 
-def average_adapter(adapters: list[dict]) -> dict:
-    """The functional average: B_avg A_avg = mean_i B_i A_i exactly, by stacking ranks (A) and scaling B by 1/N."""
-    n = len(adapters)
-    return {p: (torch.cat([ad[p][0] for ad in adapters], dim=0), torch.cat([ad[p][1] for ad in adapters], dim=1) / n)
-            for p in adapters[0]}

@@ -33,6 +33,9 @@ ARM_LABEL = {
 def arm_label(arm: str) -> str:
     """A person's name for an arm; decoded variants say how they were decoded."""
     base, sfx = decoded_arm(arm)
+    stem, sep, factor = base.partition("_x")
+    if sep and stem in ("own", "average"):  # hypernet.amplify
+        return f"{ARM_LABEL[stem]}, repository-specific part x{factor}" + describe_arm_suffix(sfx)
     return ARM_LABEL.get(base, base) + describe_arm_suffix(sfx)
 
 
@@ -121,8 +124,12 @@ COMPARISONS = (
 
 def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
     """Each extra arm against the generated adapter it started from, and against the base model."""
-    return tuple((x, b, m, "chunk") for x in by_arm if x not in ARM_ORDER
-                 for b in ("own", "base") for m in ("loss", "ident_loss"))
+    out = [(x, b, m, "chunk") for x in by_arm if x not in ARM_ORDER
+           for b in ("own", "base") for m in ("loss", "ident_loss")]
+    for x in (a for a in by_arm if a.startswith("own_x")):  # amplified: against its average and the shared LoRA
+        control = "average" + x[3:] if "average" + x[3:] in by_arm else "average"
+        out += [(x, c, m, "chunk") for c in (control, "shared_lora") if c in by_arm for m in ("loss", "ident_loss")]
+    return tuple(out)
 
 
 GEN_COMPARISONS = (("own", "base"), ("own", "average"), ("own", "other"), ("per_repo_lora", "base"))
@@ -150,6 +157,10 @@ def gen_pairs(arms: Iterable[str]) -> list[tuple[str, str]]:
             plain = vocab_arm_suffix(parsed[0])
             pairs += [("own" + sfx, "own" + plain), ("base" + sfx, "base" + plain)]
     pairs += [("own", x) for x in names if x not in ARM_ORDER and not decoded_arm(x)[1]]
+    for x in sorted({decoded_arm(a)[0] for a in names if a.startswith("own_x")}):  # amplified (hypernet.amplify)
+        control = "average" + x[3:] if "average" + x[3:] in {decoded_arm(a)[0] for a in names} else "average"
+        for sfx in [""] + suffixes:
+            pairs += [(x + sfx, "base" + sfx), (x + sfx, "own" + sfx), (x + sfx, control + sfx)]
     return [(a, b) for a, b in pairs if a in names and b in names]
 
 

@@ -30,13 +30,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from hypernet.amplify import amplify, average_adapter
 from hypernet.decoding import RepoVocabulary, TokenIndex, vocab_arm_suffix
 from training.data.corpus import RepoData, Sequence, _chunks
-from training.eval.metrics import (
-    average_adapter,
-    edit_similarity,
-    exact_match,
-)
+from training.eval.metrics import edit_similarity, exact_match
 from training.hypernet.split import SplitLM
 
 log = logging.getLogger(__name__)
@@ -87,6 +84,10 @@ class EvalOptions:
     # whole-name beam (hypernet.namebeam) of this width on top of each repository-vocabulary decoding: arms
     # "own+vocab+beam4" beside "own+vocab" (0: none)
     name_beam: int = 0
+    # the repository-specific part amplified (hypernet.amplify): arms "own_x2" = ref + 2 (own − ref) per factor;
+    # ref is the adapter in `amplify_ref` (then "average_x2" too) or, when None, the run's own average adapter
+    amplify: list[float] = field(default_factory=list)
+    amplify_ref: str | None = None
 
 
 @dataclass
@@ -397,6 +398,26 @@ class Evaluator:
                 out["lines"][arm + suffix] = line_metrics(cases, comps)
         return out
 
+    def amplified(self, own: dict, avg: dict | None) -> dict[str, tuple[dict | None, float]]:
+        """Arms own_xA (and average_xA against a fixed reference) for each amplification factor A."""
+        o = self.opts
+        if not o.amplify:
+            return {}
+        if o.amplify_ref:
+            from hypernet.adapter import read_adapter
+
+            ref = read_adapter(Path(o.amplify_ref))[1]
+        elif avg is not None:
+            ref = avg
+        else:
+            raise ValueError("amplification needs a reference adapter (amplify_ref) or two or more repositories")
+        arms: dict[str, tuple[dict | None, float]] = {}
+        for a in o.amplify:
+            arms[f"own_x{a:g}"] = (amplify(own, ref, a), self.scaling)
+            if o.amplify_ref and avg is not None:
+                arms[f"average_x{a:g}"] = (amplify(avg, ref, a), self.scaling)
+        return arms
+
     def run(self) -> dict[str, Any]:
         """All arms, all repositories; returns the raw per-sequence results and timings."""
         from tqdm import tqdm
@@ -417,6 +438,7 @@ class Evaluator:
             if avg is not None:
                 arms["average"] = (avg, self.scaling)
                 arms["other"] = (gen[(i + 1) % n], self.scaling)
+            arms.update(self.amplified(gen[i], avg))
             if i < o.per_repo_lora_repos and "per_repo_lora" not in o.skip_arms:
                 tensors, sc, secs = self.per_repo_lora(self.repos[i])
                 arms["per_repo_lora"] = (tensors, sc)
