@@ -58,6 +58,8 @@ class RefineConfig:
     patience: int = 2  # checks without improvement before stopping
     grad_clip: float = 1.0
     seed: int = 0
+    # draw training windows in a shuffle weighted by 1 + their identifier tokens (False: uniform)
+    sample_by_identifiers: bool = True  # chosen on 3 validation repositories (docs/EVAL.md)
     method: str = "supervised"  # or "rl"
     # method "rl" only
     rl_prompts: int = 2  # prompts per step
@@ -164,17 +166,22 @@ class _Trainable:
 
 
 class _Cycle:
-    """Indices 0..n-1 in a fresh seeded shuffle each pass."""
+    """Indices 0..n-1 in a fresh seeded shuffle each pass; with `weights`, a weighted shuffle (heavier first)."""
 
-    def __init__(self, n: int, gen: torch.Generator) -> None:
-        self.n, self.gen = n, gen
-        self.order, self.cursor = torch.randperm(n, generator=gen).tolist(), 0
+    def __init__(self, n: int, gen: torch.Generator, weights: torch.Tensor | None = None) -> None:
+        self.n, self.gen, self.weights = n, gen, weights
+        self.order, self.cursor = self._shuffle(), 0
+
+    def _shuffle(self) -> list[int]:
+        if self.weights is None:
+            return torch.randperm(self.n, generator=self.gen).tolist()
+        return torch.multinomial(self.weights, self.n, replacement=False, generator=self.gen).tolist()
 
     def take(self, k: int) -> list[int]:
         out = []
         for _ in range(min(k, self.n)):
             if self.cursor == self.n:
-                self.order, self.cursor = torch.randperm(self.n, generator=self.gen).tolist(), 0
+                self.order, self.cursor = self._shuffle(), 0
             out.append(self.order[self.cursor])
             self.cursor += 1
         return out
@@ -299,7 +306,9 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
         train = _Stream(train.ids[:-1], train.ident[:-1])
     tr = _Trainable(start, next(model.parameters()).device, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    cycle = _Cycle(train.ids.shape[0], gen)
+    # A short run sees a fraction of a larger repository: spend it on the windows that hold its identifiers.
+    weights = 1.0 + train.ident.sum(1).float() if cfg.sample_by_identifiers else None
+    cycle = _Cycle(train.ids.shape[0], gen, weights)
     first = _validate(model, tr.start, scaling, val, cfg.ident_weight, cfg.batch) if val.ids.shape[0] else None
     sel = _Selection(cfg, t0, tr.snapshot(), first)
     best_obj = first["objective"] if first else math.inf

@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")
     refine_seq_len: int = Field(128, ge=16, description="Tokens per training window.")
     refine_batch: int = Field(2, ge=1, description="Windows per step.")
+    refine_sample_by_identifiers: bool = Field(True, description="Draw training windows weighted by their "
+                                               "repository-identifier tokens (else uniformly).")
     refine_method: Literal["supervised", "rl"] = Field(
         "supervised", description="How a refine job trains: `supervised` (identifier-weighted next-token loss) or "
         "`rl` (sampled rollouts from cut points of the context files, rewarded per identifier that exists in the "

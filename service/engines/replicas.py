@@ -107,6 +107,16 @@ class ReplicatedVllmEngine:
     def _key(request: GenerationRequest) -> str:
         return request.adapter.id if request.adapter else f"{BASE_ADAPTER}/{request.request_id}"
 
+    @staticmethod
+    def _stats_key(request: GenerationRequest) -> str:
+        return request.adapter.id if request.adapter else BASE_ADAPTER
+
+    @staticmethod
+    def _all_failed(error: EngineUnavailable | None) -> EngineUnavailable:
+        """The error to raise when every replica in the order failed (there is at least one replica)."""
+        assert error is not None
+        return EngineUnavailable(f"every vLLM replica failed; last: {error}", error.retry_after)
+
     # ---- adapters ----------------------------------------------------------------------------
     async def ensure_loaded(self, adapter_id: str, path: str) -> None:
         """Register ``adapter_id`` on the first replica of its order that answers."""
@@ -133,7 +143,7 @@ class ReplicatedVllmEngine:
     # ---- generation --------------------------------------------------------------------------
     async def _generate_one(self, request: GenerationRequest) -> GenerationResult:
         started = time.perf_counter()
-        key = request.adapter.id if request.adapter else BASE_ADAPTER
+        key = self._stats_key(request)
         error: EngineUnavailable | None = None
         self._inflight[key] += 1
         try:
@@ -149,8 +159,7 @@ class ReplicatedVllmEngine:
                 return result
         finally:
             self._inflight[key] -= 1
-        assert error is not None
-        raise EngineUnavailable(f"every vLLM replica failed; last: {error}", error.retry_after) from error
+        raise self._all_failed(error) from error
 
     async def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Send each request to its adapter's replica (concurrently), failing over along the hash order."""
@@ -159,7 +168,7 @@ class ReplicatedVllmEngine:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[StreamDelta]:
         """Stream from the adapter's replica; fails over only before the first delta (never mid-answer)."""
         started = time.perf_counter()
-        key = request.adapter.id if request.adapter else BASE_ADAPTER
+        key = self._stats_key(request)
         error: EngineUnavailable | None = None
         for url in self.order(self._key(request)):
             deltas: AsyncGenerator[StreamDelta, None] = self.engines[url].stream(request)  # type: ignore[assignment]
@@ -187,8 +196,7 @@ class ReplicatedVllmEngine:
                 await deltas.aclose()
             self._stats.record(key, time.perf_counter() - started, tokens)
             return
-        assert error is not None
-        raise EngineUnavailable(f"every vLLM replica failed; last: {error}", error.retry_after) from error
+        raise self._all_failed(error) from error
 
     # ---- status ------------------------------------------------------------------------------
     def loaded(self) -> list[str]:

@@ -41,6 +41,7 @@ def refine_config(settings: Settings, params: dict[str, Any] | None = None) -> R
         lr=float(params.get("lr") or settings.refine_lr),
         kl_weight=settings.refine_kl_weight, ident_weight=settings.refine_ident_weight,
         seq_len=settings.refine_seq_len, batch=settings.refine_batch,
+        sample_by_identifiers=settings.refine_sample_by_identifiers,
         method=str(params.get("method") or settings.refine_method),
     )
 

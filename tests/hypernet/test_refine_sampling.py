@@ -1,0 +1,41 @@
+"""Refinement's window sampling: uniform shuffles, or shuffles weighted by identifier tokens (issue 18)."""
+
+from __future__ import annotations
+
+import torch
+
+from hypernet.refine import _Cycle
+
+
+def test_a_weighted_cycle_draws_heavy_windows_first_and_still_visits_every_window_once_a_pass() -> None:
+    weights = torch.tensor([1.0] * 8 + [1e6, 1e6])
+    cycle = _Cycle(10, torch.Generator().manual_seed(0), weights)
+    assert set(cycle.take(2)) == {8, 9}
+    assert sorted(cycle.take(2) + cycle.take(6)) == list(range(8))  # the rest of the pass
+    assert len(set(cycle.take(10))) == 10  # a new pass, again a permutation
+
+
+def test_an_unweighted_cycle_is_the_seeded_shuffle() -> None:
+    a = _Cycle(7, torch.Generator().manual_seed(3))
+    b = _Cycle(7, torch.Generator().manual_seed(3))
+    assert a.take(14) == b.take(14)
+    assert sorted(_Cycle(7, torch.Generator().manual_seed(3)).take(7)) == list(range(7))
+
+
+def test_refinement_with_identifier_sampling_is_deterministic_and_trains_on_other_windows() -> None:
+    from hypernet.refine import RefineConfig, refine_adapter
+    from testkit.models import byte_tokenizer, tiny_llama
+    from tests.hypernet.test_refine_rl import FILES, REPO_IDENTS, _start
+
+    model, tok = tiny_llama(seed=3).requires_grad_(False), byte_tokenizer()
+    start = _start(model)
+
+    def run(weighted: bool) -> dict:
+        cfg = RefineConfig(steps=3, max_seconds=600, seq_len=32, batch=2, eval_every=10, val_fraction=0.0,
+                           sample_by_identifiers=weighted)
+        return refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, cfg).tensors
+
+    a, b, plain = run(True), run(True), run(False)
+    assert all(torch.equal(a[p][1], b[p][1]) for p in a)
+    assert any(not torch.equal(a[p][1], start[p][1]) for p in a)  # it trained
+    assert any(not torch.equal(a[p][1], plain[p][1]) for p in a)  # on other windows than the uniform shuffle
