@@ -47,6 +47,7 @@ class RefineConfig:
     steps: int = 40
     max_seconds: float = 75.0
     lr: float = 3e-3  # chosen on 3 validation repositories over 1e-3 (docs/EVAL.md)
+    lr_decay: bool = False  # cosine decay of the learning rate to a tenth over `steps`
     kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
     seq_len: int = 128
@@ -153,8 +154,12 @@ class _Trainable:
         self.leaves = [t for ab in self.params.values() for t in ab]
         self.opt = torch.optim.Adam(self.leaves, lr=lr)
 
-    def step(self, loss: torch.Tensor, grad_clip: float) -> None:
-        """One optimiser step on `loss` (gradients reach A and B only, never the shared base weights)."""
+    def step(self, loss: torch.Tensor, grad_clip: float, lr: float | None = None) -> None:
+        """One optimiser step on `loss` (gradients reach A and B only, never the shared base weights), at `lr`
+        when given."""
+        if lr is not None:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         loss.backward(inputs=self.leaves)
         if grad_clip > 0:
@@ -229,6 +234,14 @@ class _Selection:
         out = {p: (a.to(start[p][0].dtype).cpu(), b.to(start[p][1].dtype).cpu()) for p, (a, b) in self.best.items()}
         return RefineResult(out, metrics, self.steps, time.perf_counter() - self.t0, self.stopped != "steps",
                             config=asdict(self.cfg))
+
+
+def _lr_at(cfg: RefineConfig, step: int) -> float:
+    """The learning rate of step `step` (1-based): constant, or a cosine from lr down to lr / 10 at `steps`."""
+    if not cfg.lr_decay or cfg.steps <= 1:
+        return cfg.lr
+    t = (step - 1) / (cfg.steps - 1)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 def _token_losses(model: Any, tensors: LoraTensors, scaling: float, ids: torch.Tensor) -> torch.Tensor:
@@ -326,7 +339,7 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
         with torch.enable_grad():
             logits = _token_losses(model, tr.params, scaling, ids)
             loss, _ = _objective(logits, ids, ident, cfg.ident_weight, start_logp, cfg.kl_weight)
-            tr.step(loss, cfg.grad_clip)
+            tr.step(loss, cfg.grad_clip, _lr_at(cfg, step))
         del logits, start_logp
         train_last = float(loss.detach())
         if step == 1:
@@ -411,7 +424,7 @@ def _refine_rl(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, c
                      sim_weight=cfg.rl_sim_reward, generator=gen)
         loss, stats = rl_loss(model, tr.params, tr.start, scaling, ro, group=cfg.rl_group, kl_weight=cfg.kl_weight,
                               pad_id=int(pad_id))
-        tr.step(loss, cfg.grad_clip)
+        tr.step(loss, cfg.grad_clip, _lr_at(cfg, step))
         del loss
         invented += ro.invented
         produced += ro.invented + ro.known

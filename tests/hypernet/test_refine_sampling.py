@@ -1,4 +1,4 @@
-"""Refinement's window sampling: uniform shuffles, or shuffles weighted by identifier tokens (issue 18)."""
+"""Refinement's window sampling (uniform, or weighted by identifier tokens) and learning-rate schedule (issue 18)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,17 @@ def test_refinement_with_identifier_sampling_is_deterministic_and_trains_on_othe
     assert all(torch.equal(a[p][1], b[p][1]) for p in a)
     assert any(not torch.equal(a[p][1], start[p][1]) for p in a)  # it trained
     assert any(not torch.equal(a[p][1], plain[p][1]) for p in a)  # on other windows than the uniform shuffle
+
+
+def test_the_learning_rate_is_constant_or_decays_by_a_cosine_to_a_tenth() -> None:
+    import pytest
+
+    from hypernet.refine import RefineConfig, _lr_at
+
+    flat = RefineConfig(lr=1e-3, steps=5)
+    assert [_lr_at(flat, s) for s in range(1, 6)] == [1e-3] * 5
+    cos = RefineConfig(lr=1e-3, steps=5, lr_decay=True)
+    rates = [_lr_at(cos, s) for s in range(1, 6)]
+    assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
+    assert rates[2] == pytest.approx(0.55e-3)  # half way: the mean of the two ends
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
