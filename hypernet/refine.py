@@ -48,6 +48,7 @@ class RefineConfig:
     max_seconds: float = 75.0
     lr: float = 3e-3  # chosen on 3 validation repositories over 1e-3 (docs/EVAL.md)
     lr_decay: bool = False  # cosine decay of the learning rate to a tenth over `steps`
+    select: str = "objective"  # early stopping / selection on "objective" or "ident" (guarded by all-token loss)
     kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
     seq_len: int = 128
@@ -303,6 +304,8 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
     cfg = cfg or RefineConfig()
     if cfg.method not in METHODS:
         raise ValueError(f"unknown refinement method {cfg.method!r} (supported: {', '.join(METHODS)})")
+    if cfg.select not in ("objective", "ident"):
+        raise ValueError(f"unknown selection {cfg.select!r} (supported: objective, ident)")
     if cfg.method == "rl":
         if known is None:
             raise ValueError("method 'rl' needs the repository's known identifiers")
@@ -324,7 +327,11 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
     cycle = _Cycle(train.ids.shape[0], gen, weights)
     first = _validate(model, tr.start, scaling, val, cfg.ident_weight, cfg.batch) if val.ids.shape[0] else None
     sel = _Selection(cfg, t0, tr.snapshot(), first)
-    best_obj = first["objective"] if first else math.inf
+    # what validation selects on: the weighted objective, or (select="ident") the identifier loss as long as the
+    # all-token loss is no worse than the start's; a validation part with no identifier token falls back
+    key = "ident_loss" if cfg.select == "ident" and first and not math.isnan(first["ident_loss"]) else "objective"
+    loss_cap = first["loss"] if first and key == "ident_loss" else math.inf
+    best_obj = first[key] if first else math.inf
     train_first = train_last = math.nan
     report(0.0, f"refining on {train.ids.shape[0]} windows of {train.ids.shape[1]} tokens"
                 f" ({int(train.ident.sum())} identifier tokens), validating on {val.ids.shape[0]}")
@@ -349,9 +356,9 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
         if check:
             v = _validate(model, tr.params, scaling, val, cfg.ident_weight, cfg.batch)
             sel.history.append({"step": step, **{k: round(x, 5) for k, x in v.items()}})
-            better = v["objective"] < best_obj - 1e-6
+            better = v[key] < best_obj - 1e-6 and v["loss"] <= loss_cap
             if better:
-                best_obj = v["objective"]
+                best_obj = v[key]
             if sel.checked(step, v, better, tr.snapshot):
                 break
         if out_of_time and step < cfg.steps:

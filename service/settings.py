@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     refine_lr: float = Field(3e-3, gt=0, description="Adam learning rate on A and B (3e-3 chosen on validation, docs/EVAL.md).")
     refine_lr_decay: bool = Field(False, description="Cosine decay of the refinement learning rate to a tenth "
                                   "over the steps (else constant).")
+    refine_select: Literal["objective", "ident"] = Field(
+        "objective", description="What refinement's validation selects on: the weighted training objective, or the "
+        "identifier loss while the all-token loss is no worse than the start's.")
     refine_kl_weight: float = Field(1.0, ge=0, description="Weight of the KL to the starting adapter on "
                                     "non-identifier tokens.")
     refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")

@@ -39,6 +39,7 @@ def refine_config(settings: Settings, params: dict[str, Any] | None = None) -> R
         steps=int(params.get("steps") or settings.refine_steps),
         max_seconds=float(params.get("max_seconds") or settings.refine_max_seconds),
         lr=float(params.get("lr") or settings.refine_lr), lr_decay=settings.refine_lr_decay,
+        select=settings.refine_select,
         kl_weight=settings.refine_kl_weight, ident_weight=settings.refine_ident_weight,
         seq_len=settings.refine_seq_len, batch=settings.refine_batch,
         sample_by_identifiers=settings.refine_sample_by_identifiers,

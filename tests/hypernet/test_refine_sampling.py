@@ -53,3 +53,24 @@ def test_the_learning_rate_is_constant_or_decays_by_a_cosine_to_a_tenth() -> Non
     assert rates[0] == pytest.approx(1e-3) and rates[-1] == pytest.approx(1e-4)
     assert rates[2] == pytest.approx(0.55e-3)  # half way: the mean of the two ends
     assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_selection_on_identifier_loss_keeps_the_all_token_loss_and_unknown_selections_are_refused() -> None:
+    import pytest
+
+    from hypernet.refine import RefineConfig, refine_adapter
+    from testkit.models import byte_tokenizer, tiny_llama
+    from tests.hypernet.test_refine_rl import FILES, REPO_IDENTS, _start
+
+    model, tok = tiny_llama(seed=3).requires_grad_(False), byte_tokenizer()
+    start = _start(model)
+    cfg = RefineConfig(steps=6, max_seconds=600, seq_len=32, batch=2, eval_every=2, patience=10, lr=2e-2,
+                       select="ident")
+    result = refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, cfg)
+    first, best, hist = result.metrics["val_start"], result.metrics["val_best"], result.metrics["history"]
+    # step 2 was better on identifiers but worse on all tokens: the guard refused it; step 4 was better on both
+    assert hist[0]["step"] == 2 and hist[0]["ident_loss"] < first["ident_loss"] and hist[0]["loss"] > first["loss"]
+    assert result.metrics["best_step"] == 4
+    assert best["loss"] <= first["loss"] and best["ident_loss"] < first["ident_loss"]
+    with pytest.raises(ValueError, match="unknown selection"):
+        refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, RefineConfig(steps=1, select="loss"))
