@@ -177,13 +177,14 @@ def test_javascript_extraction_is_linear_in_nesting_depth() -> None:
     def nested_js(depth: int) -> bytes:
         return ("".join(f"if (x) {{ function f{i}() {{}}\n" for i in range(depth)) + "}" * depth + "\n").encode()
 
-    timings = {}
-    for depth in (3000, 12000):
-        src = nested_js(depth)
-        t0 = time.perf_counter()
-        facts = extract_bytes("deep.js", src)
-        timings[depth] = time.perf_counter() - t0
-        assert not isinstance(facts, str) and len(facts.definitions) == depth
+    timings: dict[int, float] = {}
+    for _ in range(3):  # the best of 3 each: a ratio of single timings flaked when another process took the CPU
+        for depth in (3000, 12000):
+            src = nested_js(depth)
+            t0 = time.perf_counter()
+            facts = extract_bytes("deep.js", src)
+            timings[depth] = min(timings.get(depth, float("inf")), time.perf_counter() - t0)
+            assert not isinstance(facts, str) and len(facts.definitions) == depth
     assert len(nested_js(12000)) > 350_000
     assert timings[12000] < 15, timings
     assert timings[12000] < 10 * max(timings[3000], 0.05), timings  # quadratic would be 16x, cubic 64x
