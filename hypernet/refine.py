@@ -1,7 +1,7 @@
 """Refinement: train a repository's LoRA (A and B directly) on the repository's own files, from a starting adapter.
 
-The loss is next-token cross-entropy on windows of the context files with repository-identifier tokens
-up-weighted, plus a KL term that keeps the predictions on all *other* tokens close to the starting adapter's
+The loss is next-token cross-entropy on windows of the context files (drawn weighted by how many
+repository-identifier tokens they hold) with those tokens up-weighted, plus a KL term that keeps the predictions on all *other* tokens close to the starting adapter's
 (a LoRA trained on a repository alone learns its identifiers and forgets some general code; the KL keeps the
 all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
 the best tensors seen on it are returned, so a run that only hurts returns the starting adapter.
@@ -48,7 +48,7 @@ class RefineConfig:
     max_seconds: float = 75.0
     lr: float = 3e-3  # chosen on 3 validation repositories over 1e-3 (docs/EVAL.md)
     lr_decay: bool = False  # cosine decay of the learning rate to a tenth over `steps`
-    select: str = "objective"  # early stopping / selection on "objective" or "ident" (guarded by all-token loss)
+    select: str = "objective"  # supervised: select on "objective" or "ident" (guarded by the all-token loss)
     kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
     seq_len: int = 128
