@@ -1,9 +1,9 @@
 """Refinement: train a repository's LoRA (A and B directly) on the repository's own files, from a starting adapter.
 
 The loss is next-token cross-entropy on windows of the context files (drawn weighted by how many
-repository-identifier tokens they hold) with those tokens up-weighted, plus a KL term that keeps the predictions on all *other* tokens close to the starting adapter's
-(a LoRA trained on a repository alone learns its identifiers and forgets some general code; the KL keeps the
-all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
+repository-identifier tokens they hold) with those tokens up-weighted, plus a KL term that keeps the predictions
+on all *other* tokens close to the starting adapter's (a LoRA trained on a repository alone learns its
+identifiers and forgets some general code; the KL keeps the all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
 the best tensors seen on it are returned, so a run that only hurts returns the starting adapter.
 
 `method="rl"` trains the same tensors by reinforcement learning instead (`hypernet.refine_rl`): short rollouts
