@@ -3,8 +3,9 @@
 The loss is next-token cross-entropy on windows of the context files (drawn weighted by how many
 repository-identifier tokens they hold) with those tokens up-weighted, plus a KL term that keeps the predictions
 on all *other* tokens close to the starting adapter's (a LoRA trained on a repository alone learns its
-identifiers and forgets some general code; the KL keeps the all-token loss). A validation part of the files (chosen by a stable hash of the path) drives early stopping;
-the best tensors seen on it are returned, so a run that only hurts returns the starting adapter.
+identifiers and forgets some general code; the KL keeps the all-token loss). A validation part of the files
+(chosen by a stable hash of the path) drives early stopping; the best tensors seen on it are returned, so a run
+that only hurts returns the starting adapter.
 
 `method="rl"` trains the same tensors by reinforcement learning instead (`hypernet.refine_rl`): short rollouts
 sampled from prompts cut out of the context files right before repository identifiers, rewarded +1 / -1 per used
@@ -77,6 +78,7 @@ class RefineConfig:
 
 
 METHODS = ("supervised", "rl")
+SELECTIONS = ("objective", "ident")  # what the supervised method's validation selects on
 
 
 @dataclass
@@ -304,8 +306,8 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
     cfg = cfg or RefineConfig()
     if cfg.method not in METHODS:
         raise ValueError(f"unknown refinement method {cfg.method!r} (supported: {', '.join(METHODS)})")
-    if cfg.select not in ("objective", "ident"):
-        raise ValueError(f"unknown selection {cfg.select!r} (supported: objective, ident)")
+    if cfg.select not in SELECTIONS:
+        raise ValueError(f"unknown selection {cfg.select!r} (supported: {', '.join(SELECTIONS)})")
     if cfg.method == "rl":
         if known is None:
             raise ValueError("method 'rl' needs the repository's known identifiers")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -122,13 +122,20 @@ COMPARISONS = (
 )
 
 
+def amplified_control(arm: str, bases: Container[str]) -> str:
+    """The control of an amplified arm "own_xA": "average_xA" when the run has it (a fixed reference), else the
+    plain average adapter (the reference itself)."""
+    twin = "average" + arm[len("own"):]
+    return twin if twin in bases else "average"
+
+
 def extra_comparisons(by_arm: dict[str, Any]) -> tuple[tuple[str, str, str, str], ...]:
     """Each extra arm against the generated adapter it started from, and against the base model."""
     out = [(x, b, m, "chunk") for x in by_arm if x not in ARM_ORDER
            for b in ("own", "base") for m in ("loss", "ident_loss")]
     for x in (a for a in by_arm if a.startswith("own_x")):  # amplified: against its average and the shared LoRA
-        control = "average" + x[3:] if "average" + x[3:] in by_arm else "average"
-        out += [(x, c, m, "chunk") for c in (control, "shared_lora") if c in by_arm for m in ("loss", "ident_loss")]
+        out += [(x, c, m, "chunk") for c in (amplified_control(x, by_arm), "shared_lora") if c in by_arm
+                for m in ("loss", "ident_loss")]
     return tuple(out)
 
 
@@ -157,8 +164,9 @@ def gen_pairs(arms: Iterable[str]) -> list[tuple[str, str]]:
             plain = vocab_arm_suffix(parsed[0])
             pairs += [("own" + sfx, "own" + plain), ("base" + sfx, "base" + plain)]
     pairs += [("own", x) for x in names if x not in ARM_ORDER and not decoded_arm(x)[1]]
-    for x in sorted({decoded_arm(a)[0] for a in names if a.startswith("own_x")}):  # amplified (hypernet.amplify)
-        control = "average" + x[3:] if "average" + x[3:] in {decoded_arm(a)[0] for a in names} else "average"
+    bases = {decoded_arm(a)[0] for a in names}
+    for x in sorted(b for b in bases if b.startswith("own_x")):  # amplified (hypernet.amplify)
+        control = amplified_control(x, bases)
         for sfx in [""] + suffixes:
             pairs += [(x + sfx, "base" + sfx), (x + sfx, "own" + sfx), (x + sfx, control + sfx)]
     return [(a, b) for a, b in pairs if a in names and b in names]

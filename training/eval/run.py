@@ -398,25 +398,18 @@ class Evaluator:
                 out["lines"][arm + suffix] = line_metrics(cases, comps)
         return out
 
-    def amplified(self, own: dict, avg: dict | None) -> dict[str, tuple[dict | None, float]]:
-        """Arms own_xA (and average_xA against a fixed reference) for each amplification factor A."""
+    def amplify_reference(self, avg: dict | None) -> dict | None:
+        """The reference of --amplify, read once: the adapter in `amplify_ref`, else the run's average adapter."""
         o = self.opts
         if not o.amplify:
-            return {}
+            return None
         if o.amplify_ref:
             from hypernet.adapter import read_adapter
 
-            ref = read_adapter(Path(o.amplify_ref))[1]
-        elif avg is not None:
-            ref = avg
-        else:
+            return read_adapter(Path(o.amplify_ref))[1]
+        if avg is None:
             raise ValueError("amplification needs a reference adapter (amplify_ref) or two or more repositories")
-        arms: dict[str, tuple[dict | None, float]] = {}
-        for a in o.amplify:
-            arms[f"own_x{a:g}"] = (amplify(own, ref, a), self.scaling)
-            if o.amplify_ref and avg is not None:
-                arms[f"average_x{a:g}"] = (amplify(avg, ref, a), self.scaling)
-        return arms
+        return avg
 
     def run(self) -> dict[str, Any]:
         """All arms, all repositories; returns the raw per-sequence results and timings."""
@@ -428,6 +421,10 @@ class Evaluator:
         if o.export_adapters:
             self.export(gen, Path(o.export_adapters))
         avg = average_adapter(gen) if n > 1 else None
+        ref = self.amplify_reference(avg)
+        avg_amplified: dict[str, tuple[dict | None, float]] = {}
+        if o.amplify_ref and ref is not None and avg is not None:  # against a fixed reference: the same every repo
+            avg_amplified = {f"average_x{a:g}": (amplify(avg, ref, a), self.scaling) for a in o.amplify}
         results: list[dict[str, Any]] = []
         per_repo_s: list[float] = []
         gen_s: list[float] = []
@@ -438,7 +435,9 @@ class Evaluator:
             if avg is not None:
                 arms["average"] = (avg, self.scaling)
                 arms["other"] = (gen[(i + 1) % n], self.scaling)
-            arms.update(self.amplified(gen[i], avg))
+            if ref is not None:
+                arms.update({f"own_x{a:g}": (amplify(gen[i], ref, a), self.scaling) for a in o.amplify})
+                arms.update(avg_amplified)
             if i < o.per_repo_lora_repos and "per_repo_lora" not in o.skip_arms:
                 tensors, sc, secs = self.per_repo_lora(self.repos[i])
                 arms["per_repo_lora"] = (tensors, sc)
