@@ -2,8 +2,9 @@
 
 The loss is next-token cross-entropy on windows of the context files (drawn weighted by how many
 repository-identifier tokens they hold) with those tokens up-weighted, plus a KL term that keeps the predictions
-on all *other* tokens close to the starting adapter's (a LoRA trained on a repository alone learns its
-identifiers and forgets some general code; the KL keeps the all-token loss). A validation part of the files
+close to the starting adapter's (a LoRA trained on a repository alone learns its identifiers and forgets some
+general code; the KL keeps the all-token loss, and on the identifier tokens too it keeps the adapter from pushing
+the context files' names where a held-out file uses its own). A validation part of the files
 (chosen by a stable hash of the path) drives early stopping; the best tensors seen on it are returned, so a run
 that only hurts returns the starting adapter.
 
@@ -30,7 +31,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from hypernet.context.render import render_stubs
 from hypernet.lora_apply import applied_lora
 from hypernet.metrics import identifier_metrics, identifier_spans, mark_tokens, stable_hash
 from hypernet.metrics.generate import complete
@@ -51,8 +51,10 @@ class RefineConfig:
     lr: float = 3e-3  # chosen on 3 validation repositories over 1e-3 (docs/EVAL.md)
     lr_decay: bool = False  # cosine decay of the learning rate to a tenth over `steps`
     select: str = "objective"  # supervised: select on "objective" or "ident" (guarded by the all-token loss)
-    kl_weight: float = 1.0  # KL(start || current) on non-identifier tokens
-    kl_identifiers: bool = False  # the KL term on identifier tokens too
+    # KL(start || current) on every token (kl_identifiers) or on non-identifier tokens only; weight 2 on every
+    # token chosen on 6 validation repositories over 1 on the others (docs/EVAL.md)
+    kl_weight: float = 2.0
+    kl_identifiers: bool = True
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
     seq_len: int = 128
     batch: int = 2
@@ -65,9 +67,6 @@ class RefineConfig:
     seed: int = 0
     # draw training windows in a shuffle weighted by 1 + their identifier tokens (False: uniform)
     sample_by_identifiers: bool = True  # chosen on 3 validation repositories (docs/EVAL.md)
-    # share of each step's windows drawn from API stubs of the training files (signatures, imports: dense in the
-    # repository's names; needs the caller's `context`), the rest from the files themselves
-    digest_share: float = 0.0
     method: str = "supervised"  # or "rl"
     # method "rl" only
     rl_prompts: int = 2  # prompts per step
@@ -244,12 +243,6 @@ class _Selection:
                             config=asdict(self.cfg))
 
 
-def _stack(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Rows of `a` then rows of `b`, the shorter ones cut to the common length (a short repository's one window)."""
-    n = min(a.shape[1], b.shape[1]) if a.shape[0] and b.shape[0] else max(a.shape[1], b.shape[1])
-    return torch.cat([a[:, :n], b[:, :n]])
-
-
 def _lr_at(cfg: RefineConfig, step: int) -> float:
     """The learning rate of step `step` (1-based): constant, or a cosine from lr down to lr / 10 at `steps`."""
     if not cfg.lr_decay or cfg.steps <= 1:
@@ -307,14 +300,13 @@ def _validate(model: Any, tensors: LoraTensors, scaling: float, val: _Stream, id
 
 def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: float, context_files: Mapping[str, str],
                    repo_idents: set[str], cfg: RefineConfig | None = None,
-                   progress: Progress | None = None, known: set[str] | frozenset[str] | None = None,
-                   context: Any = None) -> RefineResult:
+                   progress: Progress | None = None, known: set[str] | frozenset[str] | None = None) -> RefineResult:
     """Train `start`'s A and B on `context_files`; return the best tensors on the validation files.
 
     `model` stays frozen (only A and B get gradients); `progress(fraction, message)` is called after every step,
     and whatever it raises ends the run (that is how a job is cancelled). Deterministic for equal inputs.
     `known`: the names that exist for the repository (`hypernet.metrics.known_identifiers` of the context);
-    method "rl" needs it. `context`: the RepoContext of `context_files` (its per-file facts), for `digest_share`.
+    method "rl" needs it.
     """
     cfg = cfg or RefineConfig()
     if cfg.method not in METHODS:
@@ -335,18 +327,11 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
     if val.ids.shape[0] == 0 and train.ids.shape[0] >= 2:  # one file: validate on its last window
         val = _Stream(train.ids[-1:], train.ident[-1:])
         train = _Stream(train.ids[:-1], train.ident[:-1])
-    n_digest = round(cfg.batch * cfg.digest_share) if context is not None else 0
-    digest = None
-    if n_digest:
-        stubs = render_stubs(context.files, [p for p in train_files if p in context.files])
-        digest = _windows(*tokenize_files(tokenizer, stubs, repo_idents), cfg.seq_len, cfg.max_train_windows)
-        n_digest = n_digest if digest.ids.shape[0] else 0
     tr = _Trainable(start, next(model.parameters()).device, cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     # A short run sees a fraction of a larger repository: spend it on the windows that hold its identifiers.
     weights = 1.0 + train.ident.sum(1).float() if cfg.sample_by_identifiers else None
     cycle = _Cycle(train.ids.shape[0], gen, weights)
-    digest_cycle = _Cycle(digest.ids.shape[0], gen, 1.0 + digest.ident.sum(1).float()) if digest and n_digest else None
     first = _validate(model, tr.start, scaling, val, cfg.ident_weight, cfg.batch) if val.ids.shape[0] else None
     sel = _Selection(cfg, t0, tr.snapshot(), first)
     # what validation selects on: the weighted objective, or (select="ident") the identifier loss as long as the
@@ -359,12 +344,8 @@ def refine_adapter(model: Any, tokenizer: Any, start: LoraTensors, scaling: floa
                 f" ({int(train.ident.sum())} identifier tokens), validating on {val.ids.shape[0]}")
     for step in range(1, cfg.steps + 1):
         t_step = time.perf_counter()
-        batch_idx = cycle.take(cfg.batch - n_digest)
-        ids, ident = train.ids[batch_idx], train.ident[batch_idx]
-        if digest is not None and digest_cycle is not None:
-            d_idx = digest_cycle.take(n_digest)
-            ids, ident = _stack(ids, digest.ids[d_idx]), _stack(ident, digest.ident[d_idx])
-        ids, ident = ids.to(tr.device), ident.to(tr.device)
+        batch_idx = cycle.take(cfg.batch)
+        ids, ident = train.ids[batch_idx].to(tr.device), train.ident[batch_idx].to(tr.device)
         start_logp = None
         if cfg.kl_weight > 0:
             with torch.no_grad():

@@ -3,7 +3,7 @@ generated adapter and its scores computed once), writing one `code2lora refine -
 (variant, repository) so that `scripts/refine_summary.py` summarises each variant.
 
     python scripts/refine_grid.py --out runs/grid --chunks 16 \
-        --variant default='{}' --variant digest='{"digest_share": 0.5}' data/public/sloria+environs ...
+        --variant default='{}' --variant klall='{"kl_identifiers": true}' data/public/sloria+environs ...
 
 A variant is a name and a JSON object of `hypernet.refine.RefineConfig` fields over the service's settings.
 """
@@ -73,6 +73,8 @@ def main() -> None:
     ap.add_argument("--chunks", type=int, default=None, help="held-out loss windows (default: the service's)")
     ap.add_argument("--cuts", type=int, default=None, help="identifier cut points (default: the service's)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--service-budget-too", action="store_true",
+                    help="with --chunks/--cuts: also score with the service's budget (keys ending in _service)")
     args = ap.parse_args()
 
     import torch
@@ -89,7 +91,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     settings = Settings()
-    budget = evaluation.metric_budget(settings)
+    budget = service_budget = evaluation.metric_budget(settings)
     if args.chunks:
         budget = replace(budget, chunks=args.chunks)
     if args.cuts is not None:
@@ -120,20 +122,30 @@ def main() -> None:
                                   {"base": (None, 1.0), "generated": (generated, scaling)}, budget)
         for a in ("base", "generated"):
             first[a].update(parts[a])
+        if args.service_budget_too:
+            svc = score_arms(model, tokenizer, heldout_texts, ctx, {"generated": (generated, scaling)},
+                             budget=service_budget)["generated"]
         prep_s = time.perf_counter() - t0
         for name, over in todo:
             cfg = replace(refine_config(settings), **over)
             t1 = time.perf_counter()
             result = refine_adapter(model, tokenizer, generated, scaling, context_texts, repo_identifiers(seen), cfg,
-                                    known=known_identifiers(seen), context=seen)
+                                    known=known_identifiers(seen))
             refine_s = time.perf_counter() - t1
             second = score_arms(model, tokenizer, heldout_texts, ctx, {"refined": (result.tensors, scaling)},
                                 budget=budget)
             second["refined"].update(_split_ident_loss(model, tokenizer, heldout_texts, ctx, seen,
                                                        {"refined": (result.tensors, scaling)}, budget)["refined"])
+            if args.service_budget_too:
+                svc_ref = score_arms(model, tokenizer, heldout_texts, ctx, {"refined": (result.tensors, scaling)},
+                                     budget=service_budget)["refined"]
+                for k in ("loss", "ident_loss", "ident_em", "invented_rate"):
+                    first["generated"][f"{k}_service"], second["refined"][f"{k}_service"] = svc[k], svc_ref[k]
             gen_s, ref_s = clean(first["generated"]), clean(second["refined"])
             delta = {k: round(ref_s[k] - gen_s[k], 6) for k in ("loss", "ident_loss", "ident_em", "invented_rate",
-                                                                  "ident_loss_seen", "ident_loss_unseen")
+                                                                  "ident_loss_seen", "ident_loss_unseen", "loss_service",
+                                                                  "ident_loss_service", "ident_em_service",
+                                                                  "invented_rate_service")
                      if isinstance(ref_s.get(k), (int, float)) and isinstance(gen_s.get(k), (int, float))}
             out = {"repo": str(repo_path.resolve()), "variant": name, "overrides": over,
                    "base": clean(first["base"]), "generated": gen_s, "refined": ref_s,

@@ -152,29 +152,3 @@ def render_items(ctx: RepoContext, max_items: int = 256) -> list[str]:
             sig = f"{d.qualname.rsplit('.', 1)[0]}.{sig.replace('def ', '', 1)}"
         items.append(clip(f"{r.path}: {sig}" + (f" — {d.doc}" if d.doc else ""), 400))
     return items
-
-
-def render_stubs(files: dict[str, FileFacts], paths: list[str] | None = None) -> dict[str, str]:
-    """A Python-stub-like text per file ({path: text}): the path, its imports, its definitions' signatures nested
-    by qualified name with `...` bodies, and its constants. Dense in the repository's own names (what refinement
-    can spend a short budget on); non-Python files get the same shape."""
-    out: dict[str, str] = {}
-    for path in sorted(paths if paths is not None else files):
-        f = files[path]
-        lines = [f"# {path}"]
-        by_module: dict[str, list[str]] = {}
-        for imp in f.imports:
-            if imp.name:
-                by_module.setdefault("." * imp.level + imp.module, []).append(
-                    imp.name + (f" as {imp.alias}" if imp.alias else ""))
-            elif imp.module:
-                lines.append(f"import {imp.module}" + (f" as {imp.alias}" if imp.alias else ""))
-        lines += [f"from {m} import {', '.join(ns)}" for m, ns in by_module.items()]
-        lines += [f"{c.name} = {clip(c.value, 60)}" if c.value else c.name for c in f.constants]
-        for d in sorted(f.definitions, key=lambda d: (d.line, d.qualname)):
-            indent = "    " * d.qualname.count(".")
-            lines += [f"{indent}@{clip(x, 80)}" for x in d.decorators]
-            lines.append(f"{indent}{d.signature}:" + ("" if d.kind == "class" else " ..."))
-        if len(lines) > 1:
-            out[path] = "\n".join(lines) + "\n"
-    return out

@@ -64,8 +64,9 @@ def test_selection_on_identifier_loss_keeps_the_all_token_loss_and_unknown_selec
 
     model, tok = tiny_llama(seed=3).requires_grad_(False), byte_tokenizer()
     start = _start(model)
+    # the KL on non-identifier tokens only (the default before session 9): the trajectory this scenario was built on
     cfg = RefineConfig(steps=6, max_seconds=600, seq_len=32, batch=2, eval_every=2, patience=10, lr=2e-2,
-                       select="ident")
+                       select="ident", kl_weight=1.0, kl_identifiers=False)
     result = refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, cfg)
     first, best, hist = result.metrics["val_start"], result.metrics["val_best"], result.metrics["history"]
     # step 2 was better on identifiers but worse on all tokens: the guard refused it; step 4 was better on both
@@ -74,3 +75,21 @@ def test_selection_on_identifier_loss_keeps_the_all_token_loss_and_unknown_selec
     assert best["loss"] <= first["loss"] and best["ident_loss"] < first["ident_loss"]
     with pytest.raises(ValueError, match="unknown selection"):
         refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, RefineConfig(steps=1, select="loss"))
+
+
+def test_the_kl_term_covers_identifier_tokens_only_when_asked() -> None:
+    import torch.nn.functional as F
+
+    from hypernet.refine import _objective
+
+    gen = torch.Generator().manual_seed(0)
+    start = torch.randn(1, 5, 11, generator=gen)
+    ids = torch.randint(0, 11, (1, 6), generator=gen)
+    ident = torch.tensor([[False, False, True, False, False, False]])  # target position 1 is an identifier
+    moved = start.clone()
+    moved[0, 1] += 5 * torch.randn(11, generator=gen)  # the adapter changed its prediction there only
+    start_logp = F.log_softmax(start, dim=-1)
+    _, off = _objective(moved, ids, ident, 3.0, start_logp, 1.0)
+    _, on = _objective(moved, ids, ident, 3.0, start_logp, 1.0, kl_identifiers=True)
+    assert off["kl"] == 0.0  # the identifier position is free to move
+    assert on["kl"] > 0.05  # and anchored when asked
