@@ -112,6 +112,10 @@ def main() -> None:
                                       test_fraction=settings.eval_heldout_test_fraction,
                                       min_files=settings.eval_min_files)
         held = evaluation.heldout_paths(split, ctx)
+        reason = evaluation.too_small_reason(split, ctx)
+        if reason:
+            print(f"{repo_path.name}: skipped, {reason}", flush=True)
+            continue
         seen = evaluation.context_slice(ctx, held)
         heldout_texts = evaluation.read_texts(repo_path, held, settings.max_file_bytes)
         context_texts = evaluation.read_texts(repo_path, set(seen.files), settings.max_file_bytes)
