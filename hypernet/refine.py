@@ -51,8 +51,8 @@ class RefineConfig:
     lr: float = 3e-3  # chosen on 3 validation repositories over 1e-3 (docs/EVAL.md)
     lr_decay: bool = False  # cosine decay of the learning rate to a tenth over `steps`
     select: str = "objective"  # supervised: select on "objective" or "ident" (guarded by the all-token loss)
-    # KL(start || current) on every token (kl_identifiers) or on non-identifier tokens only; weight 2 on every
-    # token chosen on 6 validation repositories over 1 on the others (docs/EVAL.md)
+    # KL(start || current) on every token (kl_identifiers) or on the non-identifier tokens only; "every token,
+    # weight 2" was chosen on 6 validation repositories over "the others, weight 1" (docs/EVAL.md)
     kl_weight: float = 2.0
     kl_identifiers: bool = True
     ident_weight: float = 3.0  # cross-entropy weight of repository-identifier tokens (others: 1)
