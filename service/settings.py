@@ -121,10 +121,9 @@ class Settings(BaseSettings):
     refine_select: Literal["objective", "ident"] = Field(
         "objective", description="What refinement's validation selects on: the weighted training objective, or the "
         "identifier loss while the all-token loss is no worse than the start's.")
-    refine_kl_weight: float = Field(2.0, ge=0, description="Weight of the KL to the starting adapter's predictions "
-                                    "(2 on every token chosen on validation, docs/EVAL.md).")
-    refine_kl_identifiers: bool = Field(True, description="Apply the KL term on repository-identifier tokens too "
-                                        "(else on the other tokens only).")
+    refine_kl_weight: float = Field(1.0, ge=0, description="Weight of the KL to the starting adapter's predictions.")
+    refine_kl_identifiers: bool = Field(False, description="Apply the KL term on repository-identifier tokens too "
+                                        "(else on the other tokens only; docs/EVAL.md: won on validation, not on test).")
     refine_ident_weight: float = Field(3.0, ge=1, description="Loss weight of repository-identifier tokens.")
     refine_seq_len: int = Field(128, ge=16, description="Tokens per training window.")
     refine_batch: int = Field(2, ge=1, description="Windows per step.")

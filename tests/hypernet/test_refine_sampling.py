@@ -64,9 +64,8 @@ def test_selection_on_identifier_loss_keeps_the_all_token_loss_and_unknown_selec
 
     model, tok = tiny_llama(seed=3).requires_grad_(False), byte_tokenizer()
     start = _start(model)
-    # the KL on non-identifier tokens only (the default before session 9): the trajectory this scenario was built on
     cfg = RefineConfig(steps=6, max_seconds=600, seq_len=32, batch=2, eval_every=2, patience=10, lr=2e-2,
-                       select="ident", kl_weight=1.0, kl_identifiers=False)
+                       select="ident")
     result = refine_adapter(model, tok, start, 2.0, FILES, REPO_IDENTS, cfg)
     first, best, hist = result.metrics["val_start"], result.metrics["val_best"], result.metrics["history"]
     # step 2 was better on identifiers but worse on all tokens: the guard refused it; step 4 was better on both

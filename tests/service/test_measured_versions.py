@@ -228,14 +228,8 @@ def test_version_scores_repeat_exactly(client, inventory_repo: Path) -> None:
     assert stored == first["candidate"]
 
 
-# The tiny test model improves its validation loss within 8 steps only under the KL on non-identifier tokens at
-# weight 1 (the default before session 9); these tests are about the job's mechanics, not the loss defaults.
-_LOOSE_KL = {"refine_kl_weight": 1.0, "refine_kl_identifiers": False}
-
-
 def test_refine_job_makes_a_refined_version_through_the_gate(client_for, trained_model_dir: Path, inventory_repo: Path) -> None:
-    client = client_for(base_model_path=trained_model_dir, refine_steps=6, refine_lr=1e-2, refine_seq_len=64, refine_batch=2,
-                        **_LOOSE_KL)
+    client = client_for(base_model_path=trained_model_dir, refine_steps=6, refine_lr=1e-2, refine_seq_len=64, refine_batch=2)
     rid = _ingest(client, str(inventory_repo))
     resp = client.post(f"/repos/{rid}/refine", json={"steps": 8})
     assert resp.status_code == 202, resp.text
@@ -279,8 +273,7 @@ def test_refine_killed_mid_run_leaves_the_active_version_serving(client_for, tra
                 raise RuntimeError("worker killed")
         return real(*args, progress=dying, **kwargs)
 
-    client = client_for(base_model_path=trained_model_dir, refine_steps=6, refine_lr=1e-2, refine_seq_len=64, refine_batch=2,
-                        **_LOOSE_KL)
+    client = client_for(base_model_path=trained_model_dir, refine_steps=6, refine_lr=1e-2, refine_seq_len=64, refine_batch=2)
     rid = _ingest(client, str(inventory_repo))
     monkeypatch.setattr(hypernet.refine, "refine_adapter", killed)
     job = wait_job(client, client.post(f"/repos/{rid}/refine", json={"steps": 8}).json()["id"])
