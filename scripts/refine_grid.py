@@ -16,51 +16,35 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from refine_summary import EXTRA_KEYS  # this folder's sibling (the script runs as `python scripts/refine_grid.py`)
+
+from code2lora.commands.refine import DELTA_KEYS
+
+SERVICE_KEYS = ("loss", "ident_loss", "ident_em", "invented_rate")  # scored again with the service's budget
+
 
 def _split_ident_loss(model, tokenizer, heldout, ctx, seen, arms, budget) -> dict[str, dict[str, float]]:
-    """Identifier loss on the scoring's own windows, split into names the context files define ("seen") and
-    names only the held-out files define ("unseen")."""
-    import torch
-    import torch.nn.functional as F
-
-    from hypernet.lora_apply import applied_lora
-    from hypernet.metrics import identifier_spans, mark_tokens, repo_identifiers, stable_hash
-    from hypernet.metrics.cuts import tokenize
+    """Identifier loss on the scoring's own windows (`score_arms`'s choice), split into names the context files
+    define ("seen") and names only the held-out files define ("unseen")."""
+    from hypernet.metrics import identifier_spans, mark_tokens, repo_identifiers
+    from hypernet.metrics.cuts import Chunk, text_chunks, tokenize
+    from hypernet.metrics.generate import chunk_losses
     from hypernet.metrics.score import _pick_files
 
+    files = _pick_files(heldout, budget)
     full, seen_names = repo_identifiers(ctx), repo_identifiers(seen)
-    parts = {"seen": seen_names, "unseen": full - seen_names}
-    cands = []
-    for path, text in sorted(_pick_files(heldout, budget).items()):
-        ids, offsets = tokenize(tokenizer, text)
-        if len(ids) < 2:
-            continue
-        marks = {k: mark_tokens(offsets, identifier_spans(text, v)) for k, v in [("all", full), *parts.items()]}
-        for start in range(0, max(len(ids) - budget.seq_len // 2, 1), budget.seq_len):
-            if start + budget.seq_len > len(ids):
-                start = max(0, len(ids) - budget.seq_len)
-            sl = slice(start, start + budget.seq_len)
-            key = (-min(sum(marks["all"][sl][1:]), 8), stable_hash(budget.seed, "chunk", path, start))
-            cands.append((key, ids[sl], {k: m[sl] for k, m in marks.items()}))
-    chunks = [c[1:] for c in sorted(cands, key=lambda c: c[0])[: budget.chunks]]
-    out: dict[str, dict[str, float]] = {}
-    for arm, (tensors, scaling) in arms.items():
-        tot = {k: [0.0, 0] for k in parts}
-        for ids, marks in chunks:
-            x = torch.tensor([ids])
-            with torch.no_grad():
-                if tensors is None:
-                    logits = model(input_ids=x).logits
-                else:
-                    with applied_lora(model, tensors, scaling):
-                        logits = model(input_ids=x).logits
-            ce = F.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="none")
-            for k in parts:
-                m = torch.tensor(marks[k][1:])
-                tot[k][0] += float(ce[m].sum())
-                tot[k][1] += int(m.sum())
-        out[arm] = {f"ident_loss_{k}": (t / n if n else None) for k, (t, n) in tot.items()}
-        out[arm].update({f"ident_tokens_{k}": n for k, (_t, n) in tot.items()})
+    chunks = text_chunks(files, tokenizer, frozenset(full), n=budget.chunks, seq_len=budget.seq_len,
+                         seed=budget.seed)
+    offsets = {p: tokenize(tokenizer, files[p])[1] for p in {c.path for c in chunks}}
+    out: dict[str, dict[str, float]] = {a: {} for a in arms}
+    for part, names in (("seen", seen_names), ("unseen", full - seen_names)):
+        marks = {p: mark_tokens(o, identifier_spans(files[p], names)) for p, o in offsets.items()}
+        marked = [Chunk(c.path, c.ids, marks[c.path][c.start: c.start + len(c.ids)], c.start) for c in chunks]
+        for arm, (tensors, scaling) in arms.items():
+            rows = chunk_losses(model, marked, adapter=tensors, scaling=scaling, batch_size=budget.batch_size)
+            n = sum(r["n_ident"] for r in rows)
+            out[arm][f"ident_loss_{part}"] = sum(r["ident_ce_sum"] for r in rows) / n if n else None
+            out[arm][f"ident_tokens_{part}"] = n
     return out
 
 
@@ -129,6 +113,7 @@ def main() -> None:
         if args.service_budget_too:
             svc = score_arms(model, tokenizer, heldout_texts, ctx, {"generated": (generated, scaling)},
                              budget=service_budget)["generated"]
+            first["generated"].update({f"{k}_service": svc[k] for k in SERVICE_KEYS})
         prep_s = time.perf_counter() - t0
         for name, over in todo:
             cfg = replace(refine_config(settings), **over)
@@ -143,13 +128,9 @@ def main() -> None:
             if args.service_budget_too:
                 svc_ref = score_arms(model, tokenizer, heldout_texts, ctx, {"refined": (result.tensors, scaling)},
                                      budget=service_budget)["refined"]
-                for k in ("loss", "ident_loss", "ident_em", "invented_rate"):
-                    first["generated"][f"{k}_service"], second["refined"][f"{k}_service"] = svc[k], svc_ref[k]
+                second["refined"].update({f"{k}_service": svc_ref[k] for k in SERVICE_KEYS})
             gen_s, ref_s = clean(first["generated"]), clean(second["refined"])
-            delta = {k: round(ref_s[k] - gen_s[k], 6) for k in ("loss", "ident_loss", "ident_em", "invented_rate",
-                                                                  "ident_loss_seen", "ident_loss_unseen", "loss_service",
-                                                                  "ident_loss_service", "ident_em_service",
-                                                                  "invented_rate_service")
+            delta = {k: round(ref_s[k] - gen_s[k], 6) for k in (*DELTA_KEYS, *EXTRA_KEYS)
                      if isinstance(ref_s.get(k), (int, float)) and isinstance(gen_s.get(k), (int, float))}
             out = {"repo": str(repo_path.resolve()), "variant": name, "overrides": over,
                    "base": clean(first["base"]), "generated": gen_s, "refined": ref_s,

@@ -49,6 +49,7 @@ class Chunk:
     path: str
     ids: list[int]
     ident: list[bool]
+    start: int = 0  # token offset of the window in its file
 
 
 def tokenize(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]]:
@@ -223,6 +224,6 @@ def text_chunks(files: Mapping[str, str], tokenizer: Any, repo_idents: set[str] 
         for start in range(0, max(len(ids) - seq_len // 2, 1), seq_len):
             if start + seq_len > len(ids):
                 start = max(0, len(ids) - seq_len)
-            chunk = Chunk(path, ids[start: start + seq_len], marks[start: start + seq_len])
+            chunk = Chunk(path, ids[start: start + seq_len], marks[start: start + seq_len], start)
             cands.append(((-min(sum(chunk.ident[1:]), 8), stable_hash(seed, "chunk", path, start)), chunk))
     return [c for _, c in sorted(cands, key=lambda kc: kc[0])[:n]]
